@@ -1,7 +1,13 @@
 //! Shared library of clerk-sync: what the gateway, the worker and the operator CLI agree on.
 //!
 //! Configuration ([`settings`]), logging ([`telemetry`]), Prometheus helpers ([`metrics`]), the AMQP
-//! topology and the confirmed publisher ([`amqp`]), the webhook envelope ([`envelope`]) and Svix
+//! topology and the confirmed publisher ([`amqp`]), the webhook envelope ([`envelope`]), Svix
 //! signature verification with several secrets ([`signing`]), and the admin listener ([`admin`]).
 
+pub mod admin;
+pub mod amqp;
+pub mod envelope;
+pub mod metrics;
 pub mod settings;
+pub mod signing;
+pub mod telemetry;

@@ -1,0 +1,316 @@
+//! A publisher that only reports success once RabbitMQ has confirmed the message.
+//!
+//! A supervisor task owns the connection: it connects, declares the topology, opens several
+//! confirm-mode channels (so concurrent publishes pipeline instead of queueing behind one another),
+//! and when the connection fails it drops it and reconnects with exponential backoff and jitter.
+//! While there is no connection, [`Publisher::publish`] fails at once with
+//! [`PublishError::Unavailable`] rather than waiting: the caller (the gateway) answers 503 and Svix
+//! retries. A confirm that does not arrive in time fails the publish and, since a silent broker
+//! usually means a dead TCP path, also makes the supervisor reconnect.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use futures_util::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use prometheus::IntGauge;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::topology::{Topology, declare_topology};
+
+/// Longest a TCP + AMQP handshake may take before the attempt counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a clean `connection.close` may take on shutdown or teardown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    pub url: SecretString,
+    /// Shown in the RabbitMQ management UI, e.g. `clerk-sync-gateway`.
+    pub connection_name: String,
+    pub topology: Topology,
+    pub retry_delays: Vec<Duration>,
+    pub channels: usize,
+    pub confirm_timeout: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Set to 1 while connected, 0 otherwise.
+    pub connected_gauge: Option<IntGauge>,
+}
+
+impl PublisherOptions {
+    pub fn from_settings(settings: &crate::settings::Settings, connection_name: &str) -> Self {
+        Self {
+            url: settings.amqp.url.clone(),
+            connection_name: connection_name.to_owned(),
+            topology: Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit),
+            retry_delays: settings.worker.retry_delays.clone(),
+            channels: settings.amqp.publisher_channels,
+            confirm_timeout: settings.amqp.confirm_timeout,
+            min_backoff: settings.amqp.reconnect_min_backoff,
+            max_backoff: settings.amqp.reconnect_max_backoff,
+            connected_gauge: None,
+        }
+    }
+}
+
+/// One message to publish; `mandatory` is always set, so an unroutable message is an error.
+#[derive(Debug)]
+pub struct OutgoingMessage<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    Unavailable,
+    #[error("the broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for routing key {0:?}")]
+    Unroutable(String),
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl PublishError {
+    /// A stable, low-cardinality name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout(_) => "confirm_timeout",
+            Self::Nacked => "nacked",
+            Self::Unroutable(_) => "unroutable",
+            Self::Broker(_) => "broker_error",
+        }
+    }
+}
+
+struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Link {
+    fn pick(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[i]
+    }
+}
+
+struct Inner {
+    opts: PublisherOptions,
+    link: RwLock<Option<Arc<Link>>>,
+    broken: Notify,
+    connected: watch::Sender<bool>,
+    cancel: CancellationToken,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, link: Option<Arc<Link>>) {
+        let up = link.is_some();
+        *self.link.write().unwrap_or_else(|e| e.into_inner()) = link;
+        if let Some(g) = &self.opts.connected_gauge {
+            g.set(i64::from(up));
+        }
+        self.connected.send_replace(up);
+    }
+
+    /// Asks the supervisor to replace `link`, unless it already has.
+    fn report_broken(&self, link: &Arc<Link>) {
+        if self.current().is_some_and(|cur| Arc::ptr_eq(&cur, link)) {
+            self.broken.notify_one();
+        }
+    }
+}
+
+/// Cheap to clone; every clone shares one connection.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("connected", &self.is_connected()).finish()
+    }
+}
+
+impl Publisher {
+    /// Starts the supervisor; returns at once, connected or not.
+    pub fn start(opts: PublisherOptions) -> Self {
+        let (connected, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            opts,
+            link: RwLock::new(None),
+            broken: Notify::new(),
+            connected,
+            cancel: CancellationToken::new(),
+            supervisor: Mutex::new(None),
+        });
+        let handle = tokio::spawn(supervise(inner.clone()));
+        *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Self { inner }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.opts.topology
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.inner.current().is_some()
+    }
+
+    /// Waits until connected, up to `timeout`; true if connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.connected.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|up| *up)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Publishes and waits for the broker's confirm. `Ok` means RabbitMQ has taken responsibility
+    /// for the message (persisted to a quorum of a routed queue's replicas).
+    pub async fn publish(&self, msg: OutgoingMessage<'_>) -> Result<(), PublishError> {
+        let link = self.inner.current().ok_or(PublishError::Unavailable)?;
+        if link.connection.status().blocked() {
+            // A resource alarm: confirms would not come before the timeout anyway.
+            return Err(PublishError::Unavailable);
+        }
+        let channel = link.pick();
+        let timeout = self.inner.opts.confirm_timeout;
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let confirm = tokio::time::timeout(timeout, async {
+            channel
+                .basic_publish(msg.exchange.into(), msg.routing_key.into(), options, msg.body, msg.properties)
+                .await?
+                .await
+        })
+        .await;
+        match confirm {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.routing_key.to_owned())),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                // Only possible if a channel lost confirm mode: rebuild rather than trust it.
+                self.inner.report_broken(&link);
+                Err(PublishError::Unavailable)
+            }
+            Ok(Err(e)) => {
+                self.inner.report_broken(&link);
+                Err(PublishError::Broker(e))
+            }
+            Err(_) => {
+                self.inner.report_broken(&link);
+                Err(PublishError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Stops reconnecting and closes the connection cleanly. Call after in-flight publishes are
+    /// done (the gateway stops its HTTP server first).
+    pub async fn close(&self) {
+        self.inner.cancel.cancel();
+        let handle = self.inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+fn backoff_for(opts: &PublisherOptions) -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoff {
+        initial_interval: opts.min_backoff,
+        current_interval: opts.min_backoff,
+        max_interval: opts.max_backoff,
+        max_elapsed_time: None,
+        ..Default::default()
+    }
+}
+
+async fn connect(opts: &PublisherOptions) -> lapin::Result<Link> {
+    let props = ConnectionProperties::default().with_connection_name(opts.connection_name.clone().into());
+    let connection = Connection::connect(opts.url.expose_secret(), props).await?;
+    match open_channels(&connection, opts).await {
+        Ok(channels) => Ok(Link { connection, channels, next: AtomicUsize::new(0) }),
+        Err(e) => {
+            // Do not leak a half-set-up connection on every retry.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "setup failed".into())).await;
+            Err(e)
+        }
+    }
+}
+
+async fn open_channels(connection: &Connection, opts: &PublisherOptions) -> lapin::Result<Vec<Channel>> {
+    let setup = connection.create_channel().await?;
+    declare_topology(&setup, &opts.topology, &opts.retry_delays).await?;
+    let _ = setup.close(200, "topology declared".into()).await;
+    let mut channels = Vec::with_capacity(opts.channels.max(1));
+    for _ in 0..opts.channels.max(1) {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+async fn supervise(inner: Arc<Inner>) {
+    let mut backoff = backoff_for(&inner.opts);
+    let name = inner.opts.connection_name.clone();
+    loop {
+        let attempt = tokio::select! {
+            () = inner.cancel.cancelled() => break,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner.opts)) => r,
+        };
+        match attempt {
+            Ok(Ok(link)) => {
+                let link = Arc::new(link);
+                let mut events = link.connection.events_listener();
+                inner.set(Some(link.clone()));
+                backoff.reset();
+                tracing::info!(connection = %name, "connected to RabbitMQ");
+                let reason = tokio::select! {
+                    () = inner.cancel.cancelled() => None,
+                    () = inner.broken.notified() => Some("a publish failed or was not confirmed in time".to_owned()),
+                    reason = async {
+                        while let Some(event) = events.next().await {
+                            if let lapin::Event::Error(e) = event {
+                                return e.to_string();
+                            }
+                        }
+                        "connection closed".to_owned()
+                    } => Some(reason),
+                };
+                inner.set(None);
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, link.connection.close(200, "bye".into())).await;
+                match reason {
+                    None => break,
+                    Some(reason) => tracing::warn!(connection = %name, %reason, "lost RabbitMQ connection; reconnecting"),
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(connection = %name, error = %e, "cannot connect to RabbitMQ"),
+            Err(_) => tracing::warn!(connection = %name, "connecting to RabbitMQ timed out"),
+        }
+        let delay = backoff.next_backoff().unwrap_or(inner.opts.max_backoff);
+        tokio::select! {
+            () = inner.cancel.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    inner.set(None);
+    tracing::info!(connection = %name, "RabbitMQ publisher closed");
+}

@@ -5,6 +5,7 @@
 //! reports every problem at once. Parsing of individual values lives in `fields.rs`, the redacted
 //! rendering for `--check-config` in `render.rs`.
 
+pub mod cli;
 mod fields;
 mod render;
 

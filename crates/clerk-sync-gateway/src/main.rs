@@ -1,0 +1,36 @@
+//! `clerk-sync-gateway`: see the crate documentation.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clerk_sync_core::settings::{Requirement, cli::ConfigArgs};
+use clerk_sync_gateway::Application;
+
+#[derive(Parser)]
+#[command(version, about = "Receives Clerk's Svix-signed webhooks and queues them in RabbitMQ after the broker confirms.")]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match args.config.load(&[Requirement::SigningSecret]) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let result = async {
+        let app = Application::build(&settings).await?;
+        app.run_until_stopped().await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gateway failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

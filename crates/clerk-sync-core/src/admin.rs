@@ -24,7 +24,9 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     match (state.ready)() {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(reason) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unready", "reason": reason})),
+        Err(reason) => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unready", "reason": reason}))
+        }
     }
 }
 

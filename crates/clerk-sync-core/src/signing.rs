@@ -68,10 +68,7 @@ impl std::fmt::Debug for Verifier {
 }
 
 fn header<'a>(headers: &'a HeaderMap, names: [&str; 2], what: &'static str) -> Result<&'a str, VerifyError> {
-    let value = headers
-        .get(names[0])
-        .or_else(|| headers.get(names[1]))
-        .ok_or(VerifyError::MissingHeader(what))?;
+    let value = headers.get(names[0]).or_else(|| headers.get(names[1])).ok_or(VerifyError::MissingHeader(what))?;
     value.to_str().map_err(|_| VerifyError::MalformedHeader(what))
 }
 
@@ -188,7 +185,9 @@ mod tests {
         let verifier = Verifier::new(&[secret(VECTORS[0].0)]).unwrap();
         let ts = now();
         let sig = sign(&secret(VECTORS[0].0), "msg_1", ts, b"{\"a\":1}").unwrap();
-        for (body, id, t) in [(&b"{\"a\":2}"[..], "msg_1", ts), (b"{\"a\":1}", "msg_2", ts), (b"{\"a\":1}", "msg_1", ts - 1)] {
+        for (body, id, t) in
+            [(&b"{\"a\":2}"[..], "msg_1", ts), (b"{\"a\":1}", "msg_2", ts), (b"{\"a\":1}", "msg_1", ts - 1)]
+        {
             assert_eq!(verifier.verify(body, &headers(id, t, &sig)), Err(VerifyError::InvalidSignature));
         }
     }

@@ -7,7 +7,10 @@ use clerk_sync_core::settings::{Requirement, cli::ConfigArgs};
 use clerk_sync_gateway::Application;
 
 #[derive(Parser)]
-#[command(version, about = "Receives Clerk's Svix-signed webhooks and queues them in RabbitMQ after the broker confirms.")]
+#[command(
+    version,
+    about = "Receives Clerk's Svix-signed webhooks and queues them in RabbitMQ after the broker confirms."
+)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,

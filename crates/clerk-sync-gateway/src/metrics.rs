@@ -26,7 +26,10 @@ impl GatewayMetrics {
                 &["outcome", "status"],
             )?,
             verification_failures: IntCounterVec::new(
-                Opts::new("clerk_sync_gateway_verification_failures_total", "Requests rejected by signature verification, by reason."),
+                Opts::new(
+                    "clerk_sync_gateway_verification_failures_total",
+                    "Requests rejected by signature verification, by reason.",
+                ),
                 &["reason"],
             )?,
             publish_confirm: HistogramVec::new(

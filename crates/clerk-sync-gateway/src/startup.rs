@@ -46,8 +46,8 @@ impl Application {
         let publisher = Publisher::start(options);
 
         let listener = TcpListener::bind(gw.listen).with_context(|| format!("binding gateway.listen {}", gw.listen))?;
-        let admin_listener =
-            TcpListener::bind(gw.admin_listen).with_context(|| format!("binding gateway.admin_listen {}", gw.admin_listen))?;
+        let admin_listener = TcpListener::bind(gw.admin_listen)
+            .with_context(|| format!("binding gateway.admin_listen {}", gw.admin_listen))?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
 

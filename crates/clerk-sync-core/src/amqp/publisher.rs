@@ -299,7 +299,9 @@ async fn supervise(inner: Arc<Inner>) {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, link.connection.close(200, "bye".into())).await;
                 match reason {
                     None => break,
-                    Some(reason) => tracing::warn!(connection = %name, %reason, "lost RabbitMQ connection; reconnecting"),
+                    Some(reason) => {
+                        tracing::warn!(connection = %name, %reason, "lost RabbitMQ connection; reconnecting")
+                    }
                 }
             }
             Ok(Err(e)) => tracing::warn!(connection = %name, error = %e, "cannot connect to RabbitMQ"),

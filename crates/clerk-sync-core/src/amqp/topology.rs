@@ -78,9 +78,7 @@ fn text(s: &str) -> AMQPValue {
 /// Declares everything; safe to run from any number of processes at once.
 pub async fn declare_topology(channel: &Channel, topology: &Topology, retry_delays: &[Duration]) -> lapin::Result<()> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    channel
-        .exchange_declare(topology.exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
-        .await?;
+    channel.exchange_declare(topology.exchange().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
     channel
         .exchange_declare(topology.dead_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default())
         .await?;
@@ -97,12 +95,24 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology, retry_dela
     ]);
     channel.queue_declare(topology.queue().into(), queue_opts, args(&main)).await?;
     channel
-        .queue_bind(topology.queue().into(), topology.exchange().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            topology.queue().into(),
+            topology.exchange().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     channel.queue_declare(topology.dead_queue().into(), queue_opts, args(&quorum())).await?;
     channel
-        .queue_bind(topology.dead_queue().into(), topology.dead_exchange().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            topology.dead_queue().into(),
+            topology.dead_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     for delay in retry_delays {

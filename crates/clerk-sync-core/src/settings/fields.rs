@@ -34,10 +34,7 @@ impl Fields {
     }
 
     fn problem(&mut self, section: &str, key: &str, message: impl Display) {
-        self.problems.push(Problem {
-            key: describe_key(&format!("{section}.{key}")),
-            message: message.to_string(),
-        });
+        self.problems.push(Problem { key: describe_key(&format!("{section}.{key}")), message: message.to_string() });
     }
 
     /// Removes the key, so whatever is left at the end was never read.
@@ -147,11 +144,7 @@ impl Fields {
                 out.push(SecretString::from(part.to_owned()));
             } else {
                 // Say which one, never what it is.
-                self.problem(
-                    section,
-                    key,
-                    format!("secret #{} is not a whsec_ secret followed by base64", i + 1),
-                );
+                self.problem(section, key, format!("secret #{} is not a whsec_ secret followed by base64", i + 1));
             }
         }
         out
@@ -170,11 +163,8 @@ impl Fields {
 
     /// Every problem, plus one per key that no setting read: usually a typo in a file or variable.
     pub(super) fn finish(mut self) -> Vec<Problem> {
-        let leftovers: Vec<(String, String)> = self
-            .map
-            .iter()
-            .flat_map(|(s, keys)| keys.keys().map(move |k| (s.clone(), k.clone())))
-            .collect();
+        let leftovers: Vec<(String, String)> =
+            self.map.iter().flat_map(|(s, keys)| keys.keys().map(move |k| (s.clone(), k.clone()))).collect();
         for (section, key) in leftovers {
             self.problem(&section, &key, "unknown setting");
         }

@@ -172,9 +172,7 @@ impl Settings {
         let map = merged(sources)?;
         let mut f = Fields::new(map);
         let settings = Settings {
-            webhook: WebhookSettings {
-                signing_secrets: f.signing_secrets("webhook", "signing_secret"),
-            },
+            webhook: WebhookSettings { signing_secrets: f.signing_secrets("webhook", "signing_secret") },
             amqp: AmqpSettings {
                 url: f.secret_url("amqp", "url", &["amqp", "amqps"]),
                 prefix: f.name("amqp", "prefix"),
@@ -209,18 +207,11 @@ impl Settings {
                 max_connections: f.positive("database", "max_connections"),
                 acquire_timeout: f.duration("database", "acquire_timeout"),
             },
-            log: LogSettings {
-                format: f.log_format("log", "format"),
-                level: f.string("log", "level"),
-            },
+            log: LogSettings { format: f.log_format("log", "format"), level: f.string("log", "level") },
         };
         let mut problems = f.finish();
         settings.cross_check(requirements, &mut problems);
-        if problems.is_empty() {
-            Ok(settings)
-        } else {
-            Err(ConfigError { problems })
-        }
+        if problems.is_empty() { Ok(settings) } else { Err(ConfigError { problems }) }
     }
 
     fn cross_check(&self, requirements: &[Requirement], problems: &mut Vec<Problem>) {
@@ -237,7 +228,10 @@ impl Settings {
             problem("amqp.reconnect_min_backoff", "must not exceed amqp.reconnect_max_backoff");
         }
         if self.gateway.listen == self.gateway.admin_listen && self.gateway.listen.port() != 0 {
-            problem("gateway.admin_listen", "must differ from gateway.listen: admin endpoints stay off the public port");
+            problem(
+                "gateway.admin_listen",
+                "must differ from gateway.listen: admin endpoints stay off the public port",
+            );
         }
         if self.worker.batch_size > usize::from(self.worker.prefetch) {
             problem("worker.batch_size", "must not exceed worker.prefetch, or a batch never fills");
@@ -277,9 +271,7 @@ fn merged(sources: &Sources) -> Result<fields::RawMap, ConfigError> {
     for (name, key) in CONVENTIONAL_ENV {
         let structured_name = fields::env_name(key);
         if let (Some(value), false) = (sources.env.get(*name), structured.contains_key(&structured_name)) {
-            builder = builder
-                .set_override(*key, value.clone())
-                .map_err(|e| single("configuration", e.to_string()))?;
+            builder = builder.set_override(*key, value.clone()).map_err(|e| single("configuration", e.to_string()))?;
         }
     }
     let config = builder.build().map_err(|e| {

@@ -32,7 +32,8 @@ fn the_embedded_defaults_are_valid_and_match_the_documented_values() {
 #[test]
 fn a_file_overrides_the_defaults_and_the_environment_overrides_the_file() {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(file, "[gateway]\nlisten = \"0.0.0.0:7000\"\nmax_body_size = 2048\n[amqp]\nprefix = \"fromfile\"").unwrap();
+    writeln!(file, "[gateway]\nlisten = \"0.0.0.0:7000\"\nmax_body_size = 2048\n[amqp]\nprefix = \"fromfile\"")
+        .unwrap();
     let sources = Sources { file: Some(file.path().to_owned()), ..Default::default() }
         .with_env("CLERK_SYNC__GATEWAY__LISTEN", "127.0.0.1:7001");
     let cfg = load(&sources).unwrap();

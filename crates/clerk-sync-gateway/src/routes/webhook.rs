@@ -118,7 +118,8 @@ async fn handle(
             (topology.dead_exchange(), String::new(), table, "dead_lettered", Some(e.kind()))
         }
     };
-    let properties = properties(&verified, received_at, if routing_key.is_empty() { "invalid" } else { &routing_key }, table);
+    let properties =
+        properties(&verified, received_at, if routing_key.is_empty() { "invalid" } else { &routing_key }, table);
     let started = Instant::now();
     let published = state
         .publisher
@@ -137,7 +138,8 @@ async fn handle(
 }
 
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": "the webhook endpoint is POST /webhooks/clerk"}))
+    HttpResponse::NotFound()
+        .json(serde_json::json!({"error": "not_found", "message": "the webhook endpoint is POST /webhooks/clerk"}))
 }
 
 pub async fn method_not_allowed() -> HttpResponse {

@@ -1,1 +1,10 @@
+//! Gateway integration tests: the real gateway over real HTTP against the real RabbitMQ, each test
+//! with its own exchange and queue prefix and port 0 listeners, so they run in parallel.
 
+mod admin;
+mod broker_faults;
+mod config;
+mod helpers;
+mod load;
+mod shutdown;
+mod webhook;

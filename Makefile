@@ -1,0 +1,35 @@
+# clerk-sync: the commands you need. `make help` lists them.
+SHELL := /bin/bash
+export SQLX_OFFLINE := true
+
+.PHONY: help services run test lint build bench migrate up down image clean-test-queues
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+services: ## make sure PostgreSQL and RabbitMQ run locally (installs them on Debian/Ubuntu if missing)
+	@scripts/services.sh
+
+.env:
+	@scripts/dev-env.sh
+
+run: services ## build and run the service locally (generates a dev signing secret into .env)
+	@scripts/dev-env.sh
+	cargo build --release --bins
+	@scripts/run.sh
+
+test: services ## fmt check, clippy -D warnings, and every test against the local services
+	@scripts/test.sh
+
+lint: ## fmt check and clippy only
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+build: ## release build of every binary
+	cargo build --release --bins
+
+up: ## the whole stack with docker compose
+	docker compose up -d --build
+
+down: ## stop the compose stack
+	docker compose down

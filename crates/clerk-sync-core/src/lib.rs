@@ -8,6 +8,7 @@ pub mod admin;
 pub mod amqp;
 pub mod envelope;
 pub mod metrics;
+pub mod samples;
 pub mod settings;
 pub mod signing;
 pub mod telemetry;

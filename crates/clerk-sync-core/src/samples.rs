@@ -1,0 +1,196 @@
+//! Realistic sample events for every Clerk webhook type, written for this project: what
+//! `clerk-sync send` posts, what the tests and the benchmark load generator feed in.
+//!
+//! Shapes follow Clerk's payloads (envelope `{data, object, type, timestamp, instance_id,
+//! event_attributes}`, millisecond timestamps, deleted objects `{id, object, deleted}`); the people
+//! and companies are invented.
+
+use serde_json::{Value, json};
+
+/// Every type [`sample`] knows, which is Clerk's whole catalogue.
+pub const TYPES: &[&str] = &[
+    "user.created", "user.updated", "user.deleted",
+    "organization.created", "organization.updated", "organization.deleted",
+    "organizationMembership.created", "organizationMembership.updated", "organizationMembership.deleted",
+    "organizationInvitation.created", "organizationInvitation.accepted", "organizationInvitation.revoked",
+    "organizationDomain.created", "organizationDomain.updated", "organizationDomain.deleted",
+    "session.created", "session.ended", "session.pending", "session.removed", "session.revoked",
+    "email.created", "sms.created",
+    "role.created", "role.updated", "role.deleted",
+    "permission.created", "permission.updated", "permission.deleted",
+    "waitlistEntry.created", "waitlistEntry.updated",
+    "paymentAttempt.created", "paymentAttempt.updated",
+    "subscription.active", "subscription.created", "subscription.pastDue", "subscription.updated",
+    "subscriptionItem.abandoned", "subscriptionItem.active", "subscriptionItem.canceled", "subscriptionItem.created",
+    "subscriptionItem.ended", "subscriptionItem.freeTrialEnding", "subscriptionItem.incomplete",
+    "subscriptionItem.pastDue", "subscriptionItem.upcoming", "subscriptionItem.updated",
+];
+
+/// Wraps `data` in a Clerk envelope.
+pub fn envelope(event_type: &str, data: Value, timestamp_ms: i64) -> Value {
+    json!({
+        "data": data,
+        "event_attributes": {"http_request": {"client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) clerk-sync-sample"}},
+        "instance_id": "ins_2sampleInstance0000000000",
+        "object": "event",
+        "timestamp": timestamp_ms,
+        "type": event_type
+    })
+}
+
+/// A user as `user.created` / `user.updated` carry it.
+pub fn user(id: &str, first_name: &str, email: &str, updated_at: i64) -> Value {
+    let email_id = format!("idn_{}", &id[id.len().saturating_sub(10)..]);
+    json!({
+        "backup_code_enabled": false, "banned": false, "create_organization_enabled": true,
+        "created_at": updated_at - 60_000, "delete_self_enabled": true,
+        "email_addresses": [
+            {"id": "idn_secondary00000", "object": "email_address", "email_address": format!("old.{email}"),
+             "reserved": false, "linked_to": [], "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": null},
+             "created_at": updated_at - 60_000, "updated_at": updated_at - 60_000},
+            {"id": email_id, "object": "email_address", "email_address": email, "reserved": false,
+             "linked_to": [{"id": "idn_oauth000000", "type": "oauth_google"}],
+             "verification": {"status": "verified", "strategy": "from_oauth_google", "attempts": null, "expire_at": null},
+             "created_at": updated_at - 60_000, "updated_at": updated_at}
+        ],
+        "enterprise_accounts": [], "external_accounts": [], "external_id": format!("app-{id}"),
+        "first_name": first_name, "has_image": true, "id": id,
+        "image_url": format!("https://img.example.com/{id}.png"),
+        "last_active_at": updated_at, "last_name": "Sample", "last_sign_in_at": updated_at - 1_000,
+        "legal_accepted_at": null, "locked": false, "lockout_expires_in_seconds": null,
+        "mfa_disabled_at": null, "mfa_enabled_at": null, "object": "user", "passkeys": [], "password_enabled": false,
+        "phone_numbers": [{"id": "idn_phone000000", "object": "phone_number", "phone_number": "+15555550100",
+                           "reserved_for_second_factor": false, "default_second_factor": false, "linked_to": [],
+                           "verification": {"status": "verified", "strategy": "phone_code", "attempts": 1, "expire_at": null},
+                           "created_at": updated_at - 60_000, "updated_at": updated_at - 60_000}],
+        "primary_email_address_id": email_id, "primary_phone_number_id": "idn_phone000000", "primary_web3_wallet_id": null,
+        "private_metadata": {"plan": "pro"}, "public_metadata": {"role": "member"}, "saml_accounts": [],
+        "totp_enabled": false, "two_factor_enabled": false, "unsafe_metadata": {"theme": "dark"},
+        "updated_at": updated_at, "username": format!("{}_{}", first_name.to_lowercase(), &id[id.len().saturating_sub(4)..]),
+        "verification_attempts_remaining": 100, "web3_wallets": []
+    })
+}
+
+pub fn organization(id: &str, name: &str, updated_at: i64) -> Value {
+    json!({
+        "admin_delete_enabled": true, "created_at": updated_at - 60_000, "created_by": "user_2sampleCreator000000000",
+        "has_image": false, "id": id, "image_url": format!("https://img.example.com/{id}.png"),
+        "max_allowed_memberships": 25, "members_count": 3, "missing_member_with_elevated_permissions": false,
+        "name": name, "object": "organization", "pending_invitations_count": 0,
+        "private_metadata": {"billing_id": "cus_123"}, "public_metadata": {"tier": "team"}, "role_set_key": null,
+        "slug": name.to_lowercase().replace(' ', "-"), "updated_at": updated_at
+    })
+}
+
+pub fn membership(id: &str, org_id: &str, user_id: &str, role: &str, updated_at: i64) -> Value {
+    json!({
+        "created_at": updated_at - 30_000, "id": id, "object": "organization_membership",
+        "organization": organization(org_id, "Sample Org", updated_at - 10_000),
+        "permissions": ["org:sys_memberships:read", "org:sys_profile:read"],
+        "private_metadata": {}, "public_metadata": {"team": "core"},
+        "public_user_data": {"first_name": "Sam", "last_name": "Sample", "has_image": false, "identifier": "sam@example.com",
+                             "image_url": "https://img.example.com/u.png", "profile_image_url": "https://img.example.com/u.png",
+                             "user_id": user_id, "username": null},
+        "role": role, "role_name": if role == "org:admin" { "Admin" } else { "Member" }, "updated_at": updated_at
+    })
+}
+
+fn deleted(object: &str, id: &str) -> Value {
+    json!({"deleted": true, "id": id, "object": object})
+}
+
+/// A realistic envelope of `event_type` at `ts` (ms); `None` for a type outside the catalogue.
+pub fn sample(event_type: &str, ts: i64) -> Option<Value> {
+    let (user_id, org_id) = ("user_2sampleUser0000000000", "org_2sampleOrg00000000000");
+    let data = match event_type {
+        "user.created" | "user.updated" => user(user_id, "Sam", "sam@example.com", ts),
+        "user.deleted" => json!({"deleted": true, "external_id": format!("app-{user_id}"), "id": user_id, "object": "user"}),
+        "organization.created" | "organization.updated" => organization(org_id, "Sample Org", ts),
+        "organization.deleted" => json!({"deleted": true, "id": org_id, "object": "organization", "slug": "sample-org"}),
+        "organizationMembership.created" | "organizationMembership.updated" | "organizationMembership.deleted" => {
+            membership("orgmem_2sampleMembership00000", org_id, user_id, "org:member", ts)
+        }
+        t if t.starts_with("organizationInvitation.") => json!({
+            "created_at": ts - 5_000, "email_address": "invitee@example.com", "expires_at": ts + 2_592_000_000_i64,
+            "id": "orginv_2sampleInvitation0000", "inviter_id": "user_2sampleCreator000000000", "object": "organization_invitation",
+            "organization_id": org_id, "private_metadata": {}, "public_metadata": {}, "role": "org:member", "role_name": "Member",
+            "status": t.strip_prefix("organizationInvitation.").map(|s| if s == "created" { "pending" } else { s }),
+            "updated_at": ts, "url": null, "user_id": if t.ends_with("accepted") { json!(user_id) } else { Value::Null }
+        }),
+        "organizationDomain.deleted" => deleted("organization_domain", "orgdmn_2sampleDomain00000000"),
+        t if t.starts_with("organizationDomain.") => json!({
+            "affiliation_email_address": "admin@sample.example", "created_at": ts - 5_000, "enrollment_mode": "automatic_invitation",
+            "id": "orgdmn_2sampleDomain00000000", "name": "sample.example", "object": "organization_domain",
+            "organization_id": org_id, "total_pending_invitations": 0, "total_pending_suggestions": 0, "updated_at": ts,
+            "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": null}
+        }),
+        t if t.starts_with("session.") => json!({
+            "abandon_at": ts + 604_800_000_i64, "client_id": "client_2sampleClient000000000", "created_at": ts - 1_000,
+            "expire_at": ts + 604_800_000_i64, "id": "sess_2sampleSession00000000", "last_active_at": ts,
+            "object": "session", "status": t.strip_prefix("session.").map(|s| if s == "created" { "active" } else { s }),
+            "updated_at": ts, "user_id": user_id
+        }),
+        "email.created" => json!({
+            "body": "<p>Your verification code is 123456</p>", "data": {"otp_code": "123456"}, "delivered_by_clerk": true,
+            "email_address_id": "idn_sample", "from_email_name": "noreply", "id": "ema_2sampleEmail000000000",
+            "object": "email", "slug": "verification_code", "status": "queued", "subject": "123456 is your verification code",
+            "to_email_address": "sam@example.com", "user_id": user_id
+        }),
+        "sms.created" => json!({
+            "created_at": ts, "data": {"otp_code": "123456"}, "delivered_by_clerk": true, "from_phone_number": "+15555550000",
+            "id": "sms_2sampleSms0000000000", "message": "123456 is your verification code", "object": "sms_message",
+            "phone_number_id": "idn_phone000000", "slug": "verification_code", "status": "queued",
+            "to_phone_number": "+15555550100", "user_id": user_id
+        }),
+        "role.deleted" => json!({"deleted": true, "id": "role_2sampleRole000000000", "object": "role", "slug": null}),
+        t if t.starts_with("role.") => json!({
+            "created_at": ts - 5_000, "description": "Can bill", "id": "role_2sampleRole000000000", "is_creator_eligible": false,
+            "key": "org:billing", "name": "Billing", "object": "role", "permissions": [], "updated_at": ts
+        }),
+        "permission.deleted" => deleted("permission", "perm_2samplePermission000000"),
+        t if t.starts_with("permission.") => json!({
+            "created_at": ts - 5_000, "description": "Read invoices", "id": "perm_2samplePermission000000",
+            "key": "org:invoices:read", "name": "Read invoices", "object": "permission", "type": "custom", "updated_at": ts
+        }),
+        t if t.starts_with("waitlistEntry.") => json!({
+            "created_at": ts - 5_000, "email_address": "early@example.com", "id": "wle_2sampleWaitlist00000000",
+            "invitation": null, "is_locked": false, "object": "waitlist_entry",
+            "status": if t.ends_with("created") { "pending" } else { "invited" }, "updated_at": ts
+        }),
+        t if t.starts_with("paymentAttempt.") => json!({
+            "id": "pay_2samplePayment00000000", "object": "commerce_payment_attempt", "amount": {"amount": 2000, "currency": "USD"},
+            "status": if t.ends_with("created") { "pending" } else { "paid" }, "payer": {"user_id": user_id},
+            "created_at": ts - 5_000, "updated_at": ts
+        }),
+        t if t.starts_with("subscriptionItem.") => json!({
+            "id": "csubi_2sampleItem000000000", "object": "commerce_subscription_item",
+            "status": t.strip_prefix("subscriptionItem.").unwrap_or("active"), "plan_id": "cplan_pro",
+            "payer": {"user_id": user_id}, "created_at": ts - 5_000, "updated_at": ts
+        }),
+        t if t.starts_with("subscription.") => json!({
+            "id": "csub_2sampleSubscription0000", "object": "commerce_subscription",
+            "status": t.strip_prefix("subscription.").unwrap_or("active"), "items": [],
+            "payer": {"user_id": user_id}, "created_at": ts - 5_000, "updated_at": ts
+        }),
+        _ => return None,
+    };
+    if !TYPES.contains(&event_type) {
+        return None;
+    }
+    Some(envelope(event_type, data, ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalogue_type_has_a_sample_that_is_a_routable_envelope() {
+        for t in TYPES {
+            let body = sample(t, 1_716_883_200_000).unwrap().to_string();
+            let head = crate::envelope::parse_head(body.as_bytes()).unwrap();
+            assert_eq!(head.event_type, *t);
+        }
+        assert!(sample("user.exploded", 0).is_none());
+    }
+}

@@ -1,0 +1,143 @@
+//! Clerk's objects as they appear in webhook `data` (and in the Backend API): lenient serde structs.
+//!
+//! Unknown fields are accepted and optional fields are optional, because Clerk adds fields often.
+//! Metadata and nested blobs stay raw JSON text: they are stored as `jsonb` without being parsed
+//! into a tree and serialised again. Timestamps are milliseconds since the epoch, as `i64`.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Deserialize)]
+pub struct EmailAddress {
+    pub id: Option<String>,
+    pub email_address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PhoneNumber {
+    pub id: Option<String>,
+    pub phone_number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub primary_email_address_id: Option<String>,
+    #[serde(default)]
+    pub email_addresses: Option<Vec<EmailAddress>>,
+    #[serde(default)]
+    pub primary_phone_number_id: Option<String>,
+    #[serde(default)]
+    pub phone_numbers: Option<Vec<PhoneNumber>>,
+    #[serde(default)]
+    pub public_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub private_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub unsafe_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub banned: Option<bool>,
+    #[serde(default)]
+    pub locked: Option<bool>,
+    #[serde(default)]
+    pub last_sign_in_at: Option<i64>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+impl User {
+    /// The primary address, found through `primary_email_address_id` (Clerk does not promise
+    /// that the first entry is the primary one).
+    pub fn primary_email(&self) -> Option<&str> {
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .iter()
+            .flatten()
+            .find(|e| e.id.as_deref() == Some(primary))
+            .and_then(|e| e.email_address.as_deref())
+    }
+
+    pub fn primary_phone(&self) -> Option<&str> {
+        let primary = self.primary_phone_number_id.as_deref()?;
+        self.phone_numbers
+            .iter()
+            .flatten()
+            .find(|p| p.id.as_deref() == Some(primary))
+            .and_then(|p| p.phone_number.as_deref())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Organization {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub members_count: Option<i32>,
+    #[serde(default)]
+    pub max_allowed_memberships: Option<i32>,
+    #[serde(default)]
+    pub public_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub private_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublicUserData {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// `organizationMembership.*` carries this whole object, `.deleted` included.
+#[derive(Debug, Deserialize)]
+pub struct Membership {
+    pub id: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    #[serde(default)]
+    pub public_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub private_metadata: Option<Box<RawValue>>,
+    /// The full organization; upserted under the same ordering rule.
+    pub organization: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub public_user_data: Option<PublicUserData>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+/// `user.deleted`, `organization.deleted`, ...: `{"id", "object", "deleted": true}` and sometimes
+/// `external_id` or `slug`. No `updated_at`: the envelope timestamp dates the deletion.
+#[derive(Debug, Deserialize)]
+pub struct DeletedObject {
+    pub id: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+}

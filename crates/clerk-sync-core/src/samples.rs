@@ -9,21 +9,52 @@ use serde_json::{Value, json};
 
 /// Every type [`sample`] knows, which is Clerk's whole catalogue.
 pub const TYPES: &[&str] = &[
-    "user.created", "user.updated", "user.deleted",
-    "organization.created", "organization.updated", "organization.deleted",
-    "organizationMembership.created", "organizationMembership.updated", "organizationMembership.deleted",
-    "organizationInvitation.created", "organizationInvitation.accepted", "organizationInvitation.revoked",
-    "organizationDomain.created", "organizationDomain.updated", "organizationDomain.deleted",
-    "session.created", "session.ended", "session.pending", "session.removed", "session.revoked",
-    "email.created", "sms.created",
-    "role.created", "role.updated", "role.deleted",
-    "permission.created", "permission.updated", "permission.deleted",
-    "waitlistEntry.created", "waitlistEntry.updated",
-    "paymentAttempt.created", "paymentAttempt.updated",
-    "subscription.active", "subscription.created", "subscription.pastDue", "subscription.updated",
-    "subscriptionItem.abandoned", "subscriptionItem.active", "subscriptionItem.canceled", "subscriptionItem.created",
-    "subscriptionItem.ended", "subscriptionItem.freeTrialEnding", "subscriptionItem.incomplete",
-    "subscriptionItem.pastDue", "subscriptionItem.upcoming", "subscriptionItem.updated",
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "organizationMembership.created",
+    "organizationMembership.updated",
+    "organizationMembership.deleted",
+    "organizationInvitation.created",
+    "organizationInvitation.accepted",
+    "organizationInvitation.revoked",
+    "organizationDomain.created",
+    "organizationDomain.updated",
+    "organizationDomain.deleted",
+    "session.created",
+    "session.ended",
+    "session.pending",
+    "session.removed",
+    "session.revoked",
+    "email.created",
+    "sms.created",
+    "role.created",
+    "role.updated",
+    "role.deleted",
+    "permission.created",
+    "permission.updated",
+    "permission.deleted",
+    "waitlistEntry.created",
+    "waitlistEntry.updated",
+    "paymentAttempt.created",
+    "paymentAttempt.updated",
+    "subscription.active",
+    "subscription.created",
+    "subscription.pastDue",
+    "subscription.updated",
+    "subscriptionItem.abandoned",
+    "subscriptionItem.active",
+    "subscriptionItem.canceled",
+    "subscriptionItem.created",
+    "subscriptionItem.ended",
+    "subscriptionItem.freeTrialEnding",
+    "subscriptionItem.incomplete",
+    "subscriptionItem.pastDue",
+    "subscriptionItem.upcoming",
+    "subscriptionItem.updated",
 ];
 
 /// Wraps `data` in a Clerk envelope.
@@ -104,9 +135,13 @@ pub fn sample(event_type: &str, ts: i64) -> Option<Value> {
     let (user_id, org_id) = ("user_2sampleUser0000000000", "org_2sampleOrg00000000000");
     let data = match event_type {
         "user.created" | "user.updated" => user(user_id, "Sam", "sam@example.com", ts),
-        "user.deleted" => json!({"deleted": true, "external_id": format!("app-{user_id}"), "id": user_id, "object": "user"}),
+        "user.deleted" => {
+            json!({"deleted": true, "external_id": format!("app-{user_id}"), "id": user_id, "object": "user"})
+        }
         "organization.created" | "organization.updated" => organization(org_id, "Sample Org", ts),
-        "organization.deleted" => json!({"deleted": true, "id": org_id, "object": "organization", "slug": "sample-org"}),
+        "organization.deleted" => {
+            json!({"deleted": true, "id": org_id, "object": "organization", "slug": "sample-org"})
+        }
         "organizationMembership.created" | "organizationMembership.updated" | "organizationMembership.deleted" => {
             membership("orgmem_2sampleMembership00000", org_id, user_id, "org:member", ts)
         }

@@ -88,8 +88,14 @@ pub enum Change {
     DeleteUser(DeletedObject),
     UpsertOrganization(Organization),
     DeleteOrganization(DeletedObject),
-    UpsertMembership { membership: Membership, organization: Option<Organization> },
-    DeleteMembership { membership: Membership, organization: Option<Organization> },
+    UpsertMembership {
+        membership: Membership,
+        organization: Option<Organization>,
+    },
+    DeleteMembership {
+        membership: Membership,
+        organization: Option<Organization>,
+    },
     /// Recorded in `webhook_events` as `ignored`: a type this service does not store.
     Ignore,
 }
@@ -100,6 +106,8 @@ pub struct ParsedEvent {
     pub event_type: String,
     pub occurred_at_ms: Option<i64>,
     pub change: Change,
+    /// The `data` object exactly as sent, stored as `raw`.
+    pub data: Box<RawValue>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +116,7 @@ pub enum ParseError {
     Envelope(serde_json::Error),
     #[error("{event_type}: `data` does not match the expected object: {source}")]
     Data { event_type: String, source: serde_json::Error },
-    #[error("{0}: `data.updated_at` is missing, so the event cannot be ordered")]
+    #[error("{0}: `data.updated_at` is missing or out of range, so the event cannot be ordered")]
     MissingUpdatedAt(String),
 }
 
@@ -127,7 +135,10 @@ fn data<'a, T: Deserialize<'a>>(event_type: &str, raw: &'a RawValue) -> Result<T
 }
 
 fn require_updated_at(event_type: &str, updated_at: Option<i64>) -> Result<(), ParseError> {
-    updated_at.map(|_| ()).ok_or_else(|| ParseError::MissingUpdatedAt(event_type.to_owned()))
+    match updated_at.map(chrono::DateTime::from_timestamp_millis) {
+        Some(Some(_)) => Ok(()),
+        _ => Err(ParseError::MissingUpdatedAt(event_type.to_owned())),
+    }
 }
 
 fn membership_parts(event_type: &str, raw: &RawValue) -> Result<(Membership, Option<Organization>), ParseError> {
@@ -173,6 +184,7 @@ pub fn parse(body: &[u8]) -> Result<ParsedEvent, ParseError> {
     };
     Ok(ParsedEvent {
         occurred_at_ms: envelope.timestamp.map(envelope_ms),
+        data: envelope.data.to_owned(),
         event_type: envelope.event_type,
         change,
     })

@@ -13,7 +13,8 @@ fn every_catalogue_type_is_recognised_and_only_users_orgs_and_memberships_change
         let event = parse_value(samples::sample(t, 1_716_883_200_000).unwrap()).unwrap();
         assert_eq!(event.event_type, *t);
         assert_eq!(type_label(t), *t);
-        let stored = t.starts_with("user.") || t.starts_with("organization.") || t.starts_with("organizationMembership.");
+        let stored =
+            t.starts_with("user.") || t.starts_with("organization.") || t.starts_with("organizationMembership.");
         assert_eq!(!matches!(event.change, Change::Ignore), stored, "{t}");
     }
 }
@@ -54,7 +55,8 @@ fn unknown_fields_and_missing_optional_fields_are_fine() {
     let data = serde_json::json!({"id": "user_1", "updated_at": 5, "brand_new_field": {"x": [1]}});
     let event = parse_value(samples::envelope("user.updated", data, 1)).unwrap();
     assert!(matches!(event.change, Change::UpsertUser(_)));
-    let no_instance = serde_json::json!({"type": "user.deleted", "data": {"id": "user_1", "deleted": true}, "object": "event"});
+    let no_instance =
+        serde_json::json!({"type": "user.deleted", "data": {"id": "user_1", "deleted": true}, "object": "event"});
     assert!(matches!(parse_value(no_instance).unwrap().change, Change::DeleteUser(_)));
 }
 
@@ -62,9 +64,15 @@ fn unknown_fields_and_missing_optional_fields_are_fine() {
 fn malformed_payloads_are_permanent_errors_with_a_kind() {
     let cases = [
         (serde_json::json!({"type": "user.created"}), "invalid_envelope"),
-        (samples::envelope("user.created", serde_json::json!({"first_name": "no id", "updated_at": 1}), 1), "invalid_payload"),
+        (
+            samples::envelope("user.created", serde_json::json!({"first_name": "no id", "updated_at": 1}), 1),
+            "invalid_payload",
+        ),
         (samples::envelope("user.updated", serde_json::json!({"id": 42, "updated_at": 1}), 1), "invalid_payload"),
-        (samples::envelope("user.updated", serde_json::json!({"id": "user_1", "updated_at": "yesterday"}), 1), "invalid_payload"),
+        (
+            samples::envelope("user.updated", serde_json::json!({"id": "user_1", "updated_at": "yesterday"}), 1),
+            "invalid_payload",
+        ),
         (samples::envelope("user.updated", serde_json::json!({"id": "user_1"}), 1), "missing_updated_at"),
         (samples::envelope("organization.deleted", serde_json::json!({"deleted": true}), 1), "invalid_payload"),
         (samples::envelope("user.created", serde_json::Value::Null, 1), "invalid_payload"),

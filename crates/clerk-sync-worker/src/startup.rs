@@ -1,0 +1,221 @@
+//! Building and running the worker (`Application::build`, `admin_port`, `run_until_stopped`),
+//! shared by `main` and the tests: the consumer, the publisher for retries and dead letters, the
+//! admin listener, and two housekeeping tasks (database health, pruning old dedup rows).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use anyhow::Context;
+use backoff::backoff::Backoff;
+use clerk_sync_core::admin;
+use clerk_sync_core::amqp::{Publisher, PublisherOptions, Topology};
+use clerk_sync_core::settings::Settings;
+use prometheus::Registry;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::consumer::{self, ConsumerOptions};
+use crate::db::{self, SchemaError};
+use crate::metrics::WorkerMetrics;
+use crate::process::Processor;
+use crate::settle::RetryPolicy;
+
+pub struct Application {
+    admin_port: u16,
+    admin: Server,
+    processor: Arc<Processor>,
+    consumer: ConsumerOptions,
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+    retention: Duration,
+}
+
+/// Waits for the database and checks that its schema is new enough.
+async fn wait_for_schema(pool: &PgPool) -> anyhow::Result<()> {
+    let mut wait = backoff::ExponentialBackoff { max_elapsed_time: None, ..Default::default() };
+    loop {
+        match db::check_schema(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e @ SchemaError::Outdated(_)) => return Err(e.into()),
+            Err(SchemaError::Database(e)) if db::classify(&e) == db::ErrorClass::Transient => {
+                let delay = wait.next_backoff().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, retry_in = ?delay, "database unavailable at start-up; waiting");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let metrics = WorkerMetrics::register(&registry).context("registering metrics")?;
+        let pool = db::pool(&settings.database, "clerk-sync-worker").context("database.url")?;
+        wait_for_schema(&pool).await?;
+        metrics.db_up.set(1);
+
+        let publisher = Publisher::start(PublisherOptions::from_settings(settings, "clerk-sync-worker"));
+        let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
+        let w = &settings.worker;
+        let consumer = ConsumerOptions {
+            url: settings.amqp.url.clone(),
+            topology,
+            retry_delays: w.retry_delays.clone(),
+            prefetch: w.prefetch,
+            batch_size: w.batch_size,
+            batch_linger: w.batch_linger,
+            concurrency: w.concurrency,
+            min_backoff: settings.amqp.reconnect_min_backoff,
+            max_backoff: settings.amqp.reconnect_max_backoff,
+        };
+        let processor = Arc::new(Processor {
+            pool,
+            publisher,
+            policy: RetryPolicy { max_attempts: w.max_attempts, delays: w.retry_delays.clone() },
+            metrics: metrics.clone(),
+            give_up: CancellationToken::new(),
+        });
+
+        let listener = TcpListener::bind(w.admin_listen)
+            .with_context(|| format!("binding worker.admin_listen {}", w.admin_listen))?;
+        let admin_port = listener.local_addr()?.port();
+        let ready: admin::ReadinessCheck = {
+            let metrics = metrics.clone();
+            Arc::new(move || match (metrics.state(), metrics.db_up.get()) {
+                ("consuming", 1) => Ok(()),
+                (_, 0) => Err("database unreachable".to_owned()),
+                (state, _) => Err(format!("consumer {state}")),
+            })
+        };
+        let admin = admin::serve(listener, registry, ready)?;
+        Ok(Self {
+            admin_port,
+            admin,
+            processor,
+            consumer,
+            shutdown: CancellationToken::new(),
+            shutdown_timeout: w.shutdown_timeout,
+            retention: w.event_retention,
+        })
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Cancelling it stops the worker as SIGTERM would.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.processor.pool
+    }
+
+    /// Consumes until SIGTERM/SIGINT or the shutdown token, then cancels the consumer, lets the
+    /// batches in hand commit and ack (giving up after `worker.shutdown_timeout`), and closes.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let admin_handle = self.admin.handle();
+        let admin = tokio::spawn(self.admin);
+        let tracker = TaskTracker::new();
+        let mut consumer = tokio::spawn(consumer::run(
+            self.consumer.clone(),
+            self.processor.clone(),
+            self.shutdown.clone(),
+            tracker.clone(),
+        ));
+        let housekeeping = tokio::spawn(housekeeping(self.processor.clone(), self.retention, self.shutdown.clone()));
+        tracing::info!(admin_port = self.admin_port, "worker running");
+
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = self.shutdown.cancelled() => {}
+            _ = &mut consumer => {}
+        }
+        tracing::info!("shutting down: finishing the batches in hand");
+        self.shutdown.cancel();
+        let give_up = self.processor.give_up.clone();
+        let timeout = self.shutdown_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            give_up.cancel();
+        });
+        let _ = consumer.await;
+        tracker.close();
+        tracker.wait().await;
+        timer.abort();
+        let _ = housekeeping.await;
+        self.processor.publisher.close().await;
+        self.processor.pool.close().await;
+        admin_handle.stop(true).await;
+        let _ = admin.await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// Database health for readiness and gauges (every 2 s), and pruning of `webhook_events` rows
+/// older than the retention (every 10 minutes, in chunks so no long lock is held).
+async fn housekeeping(processor: Arc<Processor>, retention: Duration, shutdown: CancellationToken) {
+    let mut health = tokio::time::interval(Duration::from_secs(2));
+    let mut prune = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = health.tick() => {
+                let pool = &processor.pool;
+                let up = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await;
+                processor.metrics.db_up.set(i64::from(matches!(up, Ok(Ok(_)))));
+                processor.metrics.db_pool_size.set(i64::from(pool.size()));
+                processor.metrics.db_pool_idle.set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+            }
+            _ = prune.tick() => {
+                match prune_events(&processor.pool, retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned old webhook_events rows"),
+                    Err(e) => tracing::warn!(error = %e, "pruning webhook_events failed; will retry"),
+                }
+            }
+        }
+    }
+}
+
+/// Deletes `webhook_events` rows received longer ago than `retention`, 10,000 at a time.
+pub async fn prune_events(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM clerk.webhook_events WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM clerk.webhook_events WHERE received_at < $1 LIMIT 10000))",
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 10_000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}

@@ -5,10 +5,11 @@ use std::time::Duration;
 use clerk_sync_core::amqp::Topology;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 /// The broker the tests use: `AMQP_URL`, or the local default.
 pub fn amqp_url() -> String {
@@ -18,6 +19,7 @@ pub fn amqp_url() -> String {
 pub struct BrokerProbe {
     connection: Connection,
     channel: Channel,
+    confirm: Channel,
 }
 
 impl BrokerProbe {
@@ -26,7 +28,27 @@ impl BrokerProbe {
             .await
             .expect("tests need RabbitMQ at AMQP_URL or 127.0.0.1:5672");
         let channel = connection.create_channel().await.expect("channel");
-        Self { connection, channel }
+        let confirm = connection.create_channel().await.expect("channel");
+        confirm.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        Self { connection, channel, confirm }
+    }
+
+    /// Publishes persistently and waits for the broker's confirm; panics if not routed.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        let confirm = self
+            .confirm
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, immediate: false },
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(matches!(confirm, lapin::Confirmation::Ack(None)), "not routed: {confirm:?}");
     }
 
     pub fn channel(&self) -> &Channel {

@@ -3,9 +3,13 @@
 //! connection, and a way to look at (and clean up) what is in RabbitMQ.
 
 mod broker;
+#[cfg(feature = "postgres")]
+mod database;
 mod proxy;
 
 pub use broker::{BrokerProbe, amqp_url};
+#[cfg(feature = "postgres")]
+pub use database::{TestDatabase, admin_url};
 pub use proxy::TcpProxy;
 
 use std::future::Future;
@@ -27,6 +31,24 @@ where
     loop {
         if check().await {
             return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`; panics with `what` after `timeout`.
+pub async fn wait_until_value<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
         }
         if tokio::time::Instant::now() >= deadline {
             panic!("timed out after {timeout:?} waiting until {what}");

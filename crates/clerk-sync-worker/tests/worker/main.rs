@@ -1,1 +1,9 @@
+//! Worker integration tests: real RabbitMQ with a prefix per test, real Postgres with a database
+//! per test, workers in-process or as real processes.
 
+mod convergence;
+mod effects;
+mod end_to_end;
+mod faults;
+mod helpers;
+mod poison;

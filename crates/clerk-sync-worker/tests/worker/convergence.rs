@@ -1,0 +1,171 @@
+//! Convergence: a generated history of users, organizations and memberships with updates and
+//! deletes, delivered shuffled, with duplicates and with redeliveries (a worker killed part-way),
+//! to three workers at once, ends in exactly the state of applying the history in order.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clerk_sync_core::samples::{envelope, membership, organization, user};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const T: i64 = 1_716_883_200_000;
+
+struct Org {
+    version: Value,
+}
+
+/// A plausible history: every event is valid when it happens (no update after a delete), and
+/// each carries a strictly later time than the one before.
+fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut users: BTreeMap<String, bool> = BTreeMap::new();
+    let mut orgs: BTreeMap<String, Org> = BTreeMap::new();
+    let mut members: BTreeMap<String, (String, String, &str)> = BTreeMap::new();
+    let mut deleted_orgs: Vec<String> = Vec::new();
+    for step in 0..steps {
+        let t = T + i64::try_from(step).unwrap() * 1_000;
+        let live_users: Vec<String> = users.iter().filter(|(_, alive)| **alive).map(|(id, _)| id.clone()).collect();
+        let live_orgs: Vec<String> = orgs.keys().cloned().collect();
+        let event = match rng.random_range(0..100) {
+            0..=14 => {
+                let id = format!("user_{step:05}");
+                users.insert(id.clone(), true);
+                envelope("user.created", user(&id, "First", &format!("{id}@example.com"), t), t)
+            }
+            15..=39 if !live_users.is_empty() => {
+                let id = live_users.choose(rng).unwrap();
+                envelope("user.updated", user(id, &format!("N{step}"), &format!("{id}.{step}@example.com"), t), t)
+            }
+            40..=44 if !live_users.is_empty() => {
+                let id = live_users.choose(rng).unwrap().clone();
+                users.insert(id.clone(), false);
+                members.retain(|_, (_, u, _)| *u != id);
+                envelope(
+                    "user.deleted",
+                    json!({"id": id, "object": "user", "deleted": true, "external_id": format!("app-{id}")}),
+                    t,
+                )
+            }
+            45..=52 => {
+                let id = format!("org_{step:05}");
+                let version = organization(&id, &format!("Org {step}"), t);
+                orgs.insert(id.clone(), Org { version: version.clone() });
+                envelope("organization.created", version, t)
+            }
+            53..=62 if !live_orgs.is_empty() => {
+                let id = live_orgs.choose(rng).unwrap();
+                let version = organization(id, &format!("Org {id} v{step}"), t);
+                orgs.get_mut(id).unwrap().version = version.clone();
+                envelope("organization.updated", version, t)
+            }
+            63..=65 if !live_orgs.is_empty() => {
+                let id = live_orgs.choose(rng).unwrap().clone();
+                orgs.remove(&id);
+                deleted_orgs.push(id.clone());
+                members.retain(|_, (o, _, _)| *o != id);
+                envelope("organization.deleted", json!({"id": id, "object": "organization", "deleted": true}), t)
+            }
+            66..=82 if !live_orgs.is_empty() && !live_users.is_empty() => {
+                let id = format!("orgmem_{step:05}");
+                let (o, u) = (live_orgs.choose(rng).unwrap().clone(), live_users.choose(rng).unwrap().clone());
+                members.insert(id.clone(), (o.clone(), u.clone(), "org:member"));
+                let mut m = membership(&id, &o, &u, "org:member", t);
+                m["organization"] = orgs[&o].version.clone();
+                envelope("organizationMembership.created", m, t)
+            }
+            83..=94 if !members.is_empty() => {
+                let ids: Vec<String> = members.keys().cloned().collect();
+                let id = ids.choose(rng).unwrap().clone();
+                let role = if rng.random_bool(0.5) { "org:admin" } else { "org:member" };
+                let (o, u, _) = members[&id].clone();
+                members.insert(id.clone(), (o.clone(), u.clone(), role));
+                let mut m = membership(&id, &o, &u, role, t);
+                m["organization"] = orgs[&o].version.clone();
+                envelope("organizationMembership.updated", m, t)
+            }
+            95..=99 if !members.is_empty() => {
+                let ids: Vec<String> = members.keys().cloned().collect();
+                let id = ids.choose(rng).unwrap().clone();
+                let (o, u, role) = members.remove(&id).unwrap();
+                let mut m = membership(&id, &o, &u, role, t);
+                m["organization"] = orgs[&o].version.clone();
+                envelope("organizationMembership.deleted", m, t)
+            }
+            _ => continue,
+        };
+        out.push((svix_id(), event));
+    }
+    out
+}
+
+async fn tables(env: &TestEnv) -> [Vec<Value>; 3] {
+    [env.table("users").await, env.table("organizations").await, env.table("organization_memberships").await]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shuffled_duplicated_and_redelivered_events_converge_to_the_in_order_state() {
+    let seed: u64 = std::env::var("CONVERGENCE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("convergence seed: {seed} (set CONVERGENCE_SEED to replay)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let events = history(&mut rng, 1_500);
+    let unique = i64::try_from(events.len()).unwrap();
+
+    // The reference: the history in order, one event at a time, one worker.
+    let ordered = setup("conv-ref").await;
+    for (id, event) in &events {
+        ordered.publish_event(id, event).await;
+    }
+    let reference_worker = ordered
+        .start_worker_with(|s| {
+            s.with_env("CLERK_SYNC__WORKER__BATCH_SIZE", "1").with_env("CLERK_SYNC__WORKER__CONCURRENCY", "1")
+        })
+        .await;
+    ordered.wait_processed(unique, Duration::from_secs(120)).await;
+    reference_worker.stop().await;
+    let expected = tables(&ordered).await;
+    assert!(expected.iter().all(|t| !t.is_empty()), "the history touches every table");
+    assert!(expected[0].iter().any(|u| !u["deleted_at"].is_null()), "and deletes some users");
+
+    // The real thing: shuffled, a quarter of the events twice, three workers, one killed.
+    let chaos = setup("conv-chaos").await;
+    let mut deliveries: Vec<&(String, Value)> = events.iter().collect();
+    deliveries.extend(events.choose_multiple(&mut rng, events.len() / 4));
+    deliveries.shuffle(&mut rng);
+    let victim = chaos.spawn_worker_process();
+    let workers = [chaos.start_worker().await, chaos.start_worker().await];
+    let (first_half, second_half) = deliveries.split_at(deliveries.len() / 2);
+    for (id, event) in first_half {
+        chaos.publish_event(id, event).await;
+    }
+    victim.kill();
+    let replacement = chaos.spawn_worker_process();
+    for (id, event) in second_half {
+        chaos.publish_event(id, event).await;
+    }
+    chaos.wait_processed(unique, Duration::from_secs(120)).await;
+    clerk_sync_testkit::wait_until(Duration::from_secs(30), "the queue is drained", || async {
+        chaos.probe.ready_count(&chaos.topology.queue()).await == 0
+    })
+    .await;
+    drop(replacement);
+    for w in workers {
+        w.stop().await;
+    }
+    let actual = tables(&chaos).await;
+    for (name, (a, e)) in
+        ["users", "organizations", "organization_memberships"].iter().zip(actual.iter().zip(&expected))
+    {
+        assert_eq!(a.len(), e.len(), "{name}: row count (seed {seed})");
+        for (ra, re) in a.iter().zip(e) {
+            assert_eq!(ra, re, "{name}: row differs (seed {seed})");
+        }
+    }
+    assert!(chaos.dead_letters(Duration::ZERO).await.is_empty(), "nothing dead-lettered (seed {seed})");
+    ordered.cleanup().await;
+    chaos.cleanup().await;
+}

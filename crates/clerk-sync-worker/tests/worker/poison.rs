@@ -1,0 +1,110 @@
+//! Poison messages: dead-lettered with their reason, never blocking the queue, while the good
+//! events around them still apply. Retryable failures go round the retry queues first.
+
+use std::time::Duration;
+
+use clerk_sync_core::amqp::{get_i64, get_str, headers};
+use clerk_sync_core::samples::{envelope, user};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const T: i64 = 1_716_883_200_000;
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_with_their_reason_and_the_rest_of_the_batch_applies() {
+    let env = setup("poison").await;
+    let mut nul = user("user_nul", "bad\u{0}name", "nul@example.com", T);
+    nul["public_metadata"] = json!({"k": "v\u{0}"});
+    let poison: Vec<(String, Vec<u8>, &str)> = vec![
+        (svix_id(), b"this is not json".to_vec(), "invalid_envelope"),
+        (
+            svix_id(),
+            envelope("user.created", json!({"first_name": "no id", "updated_at": T}), T).to_string().into_bytes(),
+            "invalid_payload",
+        ),
+        (
+            svix_id(),
+            envelope("user.updated", json!({"id": 42, "updated_at": T}), T).to_string().into_bytes(),
+            "invalid_payload",
+        ),
+        (
+            svix_id(),
+            envelope("user.updated", json!({"id": "user_q"}), T).to_string().into_bytes(),
+            "missing_updated_at",
+        ),
+        // Valid JSON that Postgres refuses (NUL in text and jsonb): found by applying one by one.
+        (svix_id(), envelope("user.created", nul, T).to_string().into_bytes(), "database_rejected"),
+    ];
+    // Published before any worker runs, interleaved with good events, so they share batches.
+    for (i, (id, body, _)) in poison.iter().enumerate() {
+        env.publish(id, body).await;
+        let good = envelope("user.created", user(&format!("user_ok{i}"), "Good", "ok@example.com", T), T);
+        env.publish_event(&svix_id(), &good).await;
+    }
+    let worker = env.start_worker().await;
+    env.wait_processed(5, Duration::from_secs(20)).await;
+
+    let dead = env.dead_letters(Duration::from_secs(2)).await;
+    assert_eq!(dead.len(), poison.len(), "exactly the poison messages are dead-lettered");
+    for (id, body, kind) in &poison {
+        let m = dead
+            .iter()
+            .find(|m| m.delivery.properties.message_id().as_ref().map(|s| s.as_str()) == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("{kind} message dead-lettered"));
+        let h = m.delivery.properties.headers().as_ref();
+        assert_eq!(get_str(h, headers::ERROR_KIND).as_deref(), Some(*kind));
+        assert!(get_str(h, headers::ERROR).is_some_and(|e| !e.is_empty()));
+        assert_eq!(get_i64(h, headers::ATTEMPTS), Some(1));
+        assert!(get_i64(h, headers::FIRST_FAILED_AT).is_some());
+        assert!(get_str(h, headers::ORIGINAL_ROUTING_KEY).is_some());
+        assert_eq!(&m.delivery.data, body, "the body is kept byte for byte");
+    }
+    assert_eq!(env.table("users").await.len(), 5, "every good event applied");
+    assert_eq!(env.probe.ready_count(&env.topology.queue()).await, 0, "the queue is not blocked");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_retryable_failure_goes_round_the_retry_queue_and_applies_once_the_cause_is_fixed() {
+    let env = setup("retry").await;
+    let worker = env.start_worker().await;
+    sqlx::query("ALTER TABLE clerk.users RENAME TO users_away").execute(&env.pool).await.unwrap();
+    let id = svix_id();
+    env.publish_event(&id, &envelope("user.created", user("user_r", "Retry", "r@example.com", T), T)).await;
+    clerk_sync_testkit::wait_until(Duration::from_secs(10), "the event is retried", || async {
+        env.metrics(&worker)
+            .await
+            .contains(r#"clerk_sync_worker_events_total{outcome="retried",type="user.created"} 1"#)
+    })
+    .await;
+    sqlx::query("ALTER TABLE clerk.users_away RENAME TO users").execute(&env.pool).await.unwrap();
+    env.wait_processed(1, Duration::from_secs(10)).await;
+    assert_eq!(env.outcome(&id).await.as_deref(), Some("applied"));
+    assert!(env.dead_letters(Duration::ZERO).await.is_empty());
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_dead_lettered_after_the_attempt_limit() {
+    let env = setup("giveup").await;
+    let worker = env.start_worker().await;
+    sqlx::query("ALTER TABLE clerk.users RENAME TO users_away").execute(&env.pool).await.unwrap();
+    env.publish_event(&svix_id(), &envelope("user.created", user("user_s", "Stuck", "s@example.com", T), T)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut dead = Vec::new();
+    while dead.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the message is dead-lettered in time");
+        dead = env.dead_letters(Duration::from_millis(100)).await;
+    }
+    let h = dead[0].delivery.properties.headers().as_ref();
+    assert_eq!(get_i64(h, headers::ATTEMPTS), Some(3), "max_attempts = 3");
+    assert_eq!(get_str(h, headers::ERROR_KIND).as_deref(), Some("database_error"));
+    assert!(get_str(h, headers::ERROR).unwrap().starts_with("gave up after 3 attempts"));
+    assert_eq!(get_str(h, headers::ORIGINAL_ROUTING_KEY).as_deref(), Some("user.created"));
+    sqlx::query("ALTER TABLE clerk.users_away RENAME TO users").execute(&env.pool).await.unwrap();
+    worker.stop().await;
+    env.cleanup().await;
+}

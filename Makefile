@@ -34,6 +34,9 @@ lint: ## fmt check and clippy only
 build: ## release build of every binary
 	cargo build --release --bins
 
+bench: services ## benchmarks against the local RabbitMQ and Postgres; prints a table, writes target/bench/*.json
+	cargo run --release --locked -p clerk-sync-bench -- all
+
 up: ## the whole stack with docker compose
 	docker compose up -d --build
 

@@ -15,6 +15,9 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
+/// See [`declare_topology`]: high enough that browsing never drops a dead letter.
+const DEAD_QUEUE_DELIVERY_LIMIT: i64 = 1_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
@@ -104,7 +107,12 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology, retry_dela
         )
         .await?;
 
-    channel.queue_declare(topology.dead_queue().into(), queue_opts, args(&quorum())).await?;
+    // Operators browse the dead-letter queue by taking messages and handing them back; RabbitMQ 4
+    // gives quorum queues a default delivery limit of 20 and, with no dead-letter exchange here,
+    // would drop a message browsed that often. This limit is never reached in practice.
+    let mut dead = quorum();
+    dead.push(("x-delivery-limit", AMQPValue::LongLongInt(DEAD_QUEUE_DELIVERY_LIMIT)));
+    channel.queue_declare(topology.dead_queue().into(), queue_opts, args(&dead)).await?;
     channel
         .queue_bind(
             topology.dead_queue().into(),

@@ -135,6 +135,14 @@ impl Fields {
         SecretString::from(raw)
     }
 
+    pub(super) fn http_url(&mut self, section: &str, key: &str) -> String {
+        let raw = self.string(section, key).trim_end_matches('/').to_owned();
+        if !(raw.starts_with("https://") || raw.starts_with("http://")) {
+            self.problem(section, key, format!("{raw:?} must be an http(s) URL"));
+        }
+        raw
+    }
+
     pub(super) fn signing_secrets(&mut self, section: &str, key: &str) -> Vec<SecretString> {
         let raw = self.string(section, key);
         let mut out = Vec::new();

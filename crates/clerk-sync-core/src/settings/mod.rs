@@ -33,6 +33,7 @@ pub const CONVENTIONAL_ENV: &[(&str, &str)] = &[
     ("CLERK_WEBHOOK_SIGNING_SECRET", "webhook.signing_secret"),
     ("AMQP_URL", "amqp.url"),
     ("DATABASE_URL", "database.url"),
+    ("CLERK_SECRET_KEY", "clerk.secret_key"),
 ];
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,7 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub worker: WorkerSettings,
     pub database: DatabaseSettings,
+    pub clerk: ClerkSettings,
     pub log: LogSettings,
 }
 
@@ -94,6 +96,12 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct ClerkSettings {
+    pub api_url: String,
+    pub secret_key: SecretString,
+}
+
+#[derive(Debug, Clone)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
@@ -110,6 +118,8 @@ pub enum LogFormat {
 pub enum Requirement {
     /// The gateway verifies, `clerk-sync send` signs: both need at least one secret.
     SigningSecret,
+    /// `clerk-sync backfill` calls Clerk's Backend API.
+    ClerkSecretKey,
 }
 
 /// Where configuration comes from. Tests build one by hand so they never touch the process
@@ -207,6 +217,10 @@ impl Settings {
                 max_connections: f.positive("database", "max_connections"),
                 acquire_timeout: f.duration("database", "acquire_timeout"),
             },
+            clerk: ClerkSettings {
+                api_url: f.http_url("clerk", "api_url"),
+                secret_key: SecretString::from(f.string("clerk", "secret_key")),
+            },
             log: LogSettings { format: f.log_format("log", "format"), level: f.string("log", "level") },
         };
         let mut problems = f.finish();
@@ -223,6 +237,9 @@ impl Settings {
                 "webhook.signing_secret",
                 "required: set CLERK_WEBHOOK_SIGNING_SECRET to the endpoint's whsec_... secret",
             );
+        }
+        if requirements.contains(&Requirement::ClerkSecretKey) && self.clerk.secret_key.expose_secret().is_empty() {
+            problem("clerk.secret_key", "required: set CLERK_SECRET_KEY to the instance's secret key (sk_...)");
         }
         if self.amqp.reconnect_min_backoff > self.amqp.reconnect_max_backoff {
             problem("amqp.reconnect_min_backoff", "must not exceed amqp.reconnect_max_backoff");

@@ -93,6 +93,16 @@ pub(super) fn render(cfg: &Settings) -> String {
             ],
         ),
         (
+            "clerk",
+            vec![
+                ("api_url", s(&cfg.clerk.api_url)),
+                (
+                    "secret_key",
+                    if cfg.clerk.secret_key.expose_secret().is_empty() { "\"\" # not set".to_owned() } else { s("[redacted]") },
+                ),
+            ],
+        ),
+        (
             "log",
             vec![
                 ("format", s(if cfg.log.format == LogFormat::Json { "json" } else { "text" })),

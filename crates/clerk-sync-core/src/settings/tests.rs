@@ -124,12 +124,13 @@ fn the_rendered_configuration_redacts_secrets_and_passwords() {
     let sources = Sources::default()
         .with_env("CLERK_WEBHOOK_SIGNING_SECRET", format!("{SECRET_A} {SECRET_B}"))
         .with_env("AMQP_URL", "amqps://svc:hunter2@rabbit:5671/prod?heartbeat=10")
-        .with_env("DATABASE_URL", "postgres://app:pgpass@db/app");
+        .with_env("DATABASE_URL", "postgres://app:pgpass@db/app")
+        .with_env("CLERK_SECRET_KEY", "sk_live_topsecret");
     let text = load(&sources).unwrap().render_redacted();
     assert!(text.contains("[redacted: 2 secret(s)]"), "{text}");
     assert!(text.contains("amqps://svc:[redacted]@rabbit:5671/prod?heartbeat=10"), "{text}");
     assert!(text.contains("postgres://app:[redacted]@db/app"), "{text}");
-    for secret in ["hunter2", "pgpass", &SECRET_A[6..], &SECRET_B[6..]] {
+    for secret in ["hunter2", "pgpass", "sk_live_topsecret", &SECRET_A[6..], &SECRET_B[6..]] {
         assert!(!text.contains(secret), "{text}");
     }
     // The rendering is itself a valid configuration file of the same shape.

@@ -130,7 +130,7 @@ impl ParseError {
     }
 }
 
-fn data<'a, T: Deserialize<'a>>(event_type: &str, raw: &'a RawValue) -> Result<T, ParseError> {
+fn parse_data<'a, T: Deserialize<'a>>(event_type: &str, raw: &'a RawValue) -> Result<T, ParseError> {
     serde_json::from_str(raw.get()).map_err(|source| ParseError::Data { event_type: event_type.to_owned(), source })
 }
 
@@ -142,11 +142,11 @@ fn require_updated_at(event_type: &str, updated_at: Option<i64>) -> Result<(), P
 }
 
 fn membership_parts(event_type: &str, raw: &RawValue) -> Result<(Membership, Option<Organization>), ParseError> {
-    let membership: Membership = data(event_type, raw)?;
+    let membership: Membership = parse_data(event_type, raw)?;
     require_updated_at(event_type, membership.updated_at)?;
     let organization = match &membership.organization {
         Some(org) if org.get() != "null" => {
-            let org: Organization = data(event_type, org)?;
+            let org: Organization = parse_data(event_type, org)?;
             // A nested organization without updated_at cannot be ordered: skip it, keep the membership.
             org.updated_at.is_some().then_some(org)
         }
@@ -158,36 +158,39 @@ fn membership_parts(event_type: &str, raw: &RawValue) -> Result<(Membership, Opt
 /// Parses a message body into the change it asks for.
 pub fn parse(body: &[u8]) -> Result<ParsedEvent, ParseError> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ParseError::Envelope)?;
-    let t = envelope.event_type.as_str();
+    let mut event = parse_object(&envelope.event_type, envelope.data.to_owned())?;
+    event.occurred_at_ms = envelope.timestamp.map(envelope_ms);
+    Ok(event)
+}
+
+/// The change a `data` object of type `event_type` asks for. Also used for objects read from
+/// Clerk's Backend API (backfill), which have the same shapes as webhook payloads.
+pub fn parse_object(event_type: &str, data: Box<RawValue>) -> Result<ParsedEvent, ParseError> {
+    let t = event_type;
     let change = match t {
         "user.created" | "user.updated" => {
-            let user: User = data(t, envelope.data)?;
+            let user: User = parse_data(t, &data)?;
             require_updated_at(t, user.updated_at)?;
             Change::UpsertUser(user)
         }
-        "user.deleted" => Change::DeleteUser(data(t, envelope.data)?),
+        "user.deleted" => Change::DeleteUser(parse_data(t, &data)?),
         "organization.created" | "organization.updated" => {
-            let org: Organization = data(t, envelope.data)?;
+            let org: Organization = parse_data(t, &data)?;
             require_updated_at(t, org.updated_at)?;
             Change::UpsertOrganization(org)
         }
-        "organization.deleted" => Change::DeleteOrganization(data(t, envelope.data)?),
+        "organization.deleted" => Change::DeleteOrganization(parse_data(t, &data)?),
         "organizationMembership.created" | "organizationMembership.updated" => {
-            let (membership, organization) = membership_parts(t, envelope.data)?;
+            let (membership, organization) = membership_parts(t, &data)?;
             Change::UpsertMembership { membership, organization }
         }
         "organizationMembership.deleted" => {
-            let (membership, organization) = membership_parts(t, envelope.data)?;
+            let (membership, organization) = membership_parts(t, &data)?;
             Change::DeleteMembership { membership, organization }
         }
         _ => Change::Ignore,
     };
-    Ok(ParsedEvent {
-        occurred_at_ms: envelope.timestamp.map(envelope_ms),
-        data: envelope.data.to_owned(),
-        event_type: envelope.event_type,
-        change,
-    })
+    Ok(ParsedEvent { occurred_at_ms: None, data, event_type: event_type.to_owned(), change })
 }
 
 /// The metric label for a type: itself if in the catalogue, `unknown` otherwise (bounded cardinality).

@@ -1,0 +1,178 @@
+//! The command line: every subcommand and flag, with help text an operator can act on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use clerk_sync_core::settings::cli::ConfigArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "clerk-sync",
+    version,
+    about = "Operate clerk-sync: inspect and replay dead letters, migrate the schema, send signed test events, backfill.",
+    long_about = "Operate clerk-sync. Every command reads the same configuration as the services \
+                  (built-in defaults, --config / CLERK_SYNC_CONFIG, CLERK_SYNC__SECTION__KEY variables, \
+                  AMQP_URL, DATABASE_URL, CLERK_WEBHOOK_SIGNING_SECRET, CLERK_SECRET_KEY, and .env)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Inspect, replay or purge dead-lettered events.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Apply pending database migrations (schema `clerk`).
+    Migrate {
+        /// Only list pending migrations; exit 1 if there are any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Sign a sample event (or a file) with the configured secret and POST it to a running gateway.
+    Send(SendArgs),
+    /// Copy users, organizations and memberships that predate the webhooks from Clerk's Backend API.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Count dead letters: oldest, newest, by event type and by error kind.
+    Stats,
+    /// List dead letters without consuming or reordering them.
+    List(ListArgs),
+    /// Show one dead letter: headers, reason and the pretty-printed body.
+    Show {
+        /// The svix-id (AMQP message id) of the event.
+        svix_id: String,
+    },
+    /// Move matching dead letters back to the events exchange with their original routing key.
+    Replay(ReplayArgs),
+    /// Delete matching dead letters for good.
+    Purge(PurgeArgs),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct Filters {
+    /// Only this event type (e.g. user.updated).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Only this error kind (e.g. invalid_payload, database_rejected, delivery_limit).
+    #[arg(long, value_name = "KIND")]
+    pub error_kind: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Only dead letters that first failed within this long ago (e.g. 2h, 3d).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Args)]
+#[group(id = "selection", required = true, multiple = true)]
+pub struct Selection {
+    /// Every dead letter.
+    #[arg(long, group = "selection")]
+    pub all: bool,
+    /// These svix-ids (repeat the flag for several).
+    #[arg(long = "id", value_name = "SVIX_ID", group = "selection")]
+    pub ids: Vec<String>,
+    /// Only this event type.
+    #[arg(long = "type", value_name = "TYPE", group = "selection")]
+    pub event_type: Option<String>,
+    /// Only this error kind.
+    #[arg(long, value_name = "KIND", group = "selection")]
+    pub error_kind: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Move at most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print what would move, move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub selection: PurgeSelection,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Args)]
+#[group(id = "purge_selection", required = true, multiple = true)]
+pub struct PurgeSelection {
+    /// Every dead letter.
+    #[arg(long, group = "purge_selection")]
+    pub all: bool,
+    /// These svix-ids.
+    #[arg(long = "id", value_name = "SVIX_ID", group = "purge_selection")]
+    pub ids: Vec<String>,
+    /// Only this event type.
+    #[arg(long = "type", value_name = "TYPE", group = "purge_selection")]
+    pub event_type: Option<String>,
+    /// Only dead letters that first failed longer ago than this (e.g. 7d).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", group = "purge_selection")]
+    pub older_than: Option<Duration>,
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// A Clerk event type to send a built-in sample of (default user.created). See --list.
+    #[arg(conflicts_with = "file")]
+    pub event_type: Option<String>,
+    /// Send this file's bytes as the body instead.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// The webhook URL (default: http://<gateway.listen>/webhooks/clerk).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The svix-id to send (default: a fresh one). Re-send the same id to see deduplication.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// List the event types with built-in samples and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Args)]
+pub struct BackfillArgs {
+    /// Backfill users (default: all three when none is given).
+    #[arg(long)]
+    pub users: bool,
+    /// Backfill organizations.
+    #[arg(long)]
+    pub organizations: bool,
+    /// Backfill organization memberships.
+    #[arg(long)]
+    pub memberships: bool,
+    /// Objects per API page (Clerk allows up to 500).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub page_size: u32,
+    /// Ignore saved progress and start from the first page.
+    #[arg(long)]
+    pub restart: bool,
+}

@@ -16,13 +16,22 @@ pub struct ClerkApi {
     key: SecretString,
 }
 
+/// The organization endpoints answer `{ "data": [...], "total_count": n }`; `GET /v1/users`
+/// answers a bare array. (Told apart by hand: serde's untagged enums cannot hold raw values.)
 #[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Page {
-    /// `GET /v1/users` answers a bare array.
-    List(Vec<Box<RawValue>>),
-    /// The organization endpoints answer `{ "data": [...], "total_count": n }`.
-    Wrapped { data: Vec<Box<RawValue>>, total_count: Option<u64> },
+struct Wrapped {
+    data: Vec<Box<RawValue>>,
+    #[serde(default)]
+    total_count: Option<u64>,
+}
+
+fn parse_page(bytes: &[u8]) -> Result<Fetched, serde_json::Error> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        Ok(Fetched { objects: serde_json::from_slice(bytes)?, total: None })
+    } else {
+        let w: Wrapped = serde_json::from_slice(bytes)?;
+        Ok(Fetched { objects: w.data, total: w.total_count })
+    }
 }
 
 pub struct Fetched {
@@ -59,12 +68,7 @@ impl ClerkApi {
             let delay = match sent {
                 Ok(r) if r.status().is_success() => {
                     let bytes = r.bytes().await?;
-                    let page: Page =
-                        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"))?;
-                    return Ok(match page {
-                        Page::List(objects) => Fetched { objects, total: None },
-                        Page::Wrapped { data, total_count } => Fetched { objects: data, total: total_count },
-                    });
+                    return parse_page(&bytes).map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"));
                 }
                 Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
                     let secs = r
@@ -76,7 +80,10 @@ impl ClerkApi {
                     tracing::info!(retry_after = secs, "rate limited by Clerk; waiting");
                     Duration::from_secs(secs)
                 }
-                Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED || r.status() == reqwest::StatusCode::FORBIDDEN => {
+                Ok(r)
+                    if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                        || r.status() == reqwest::StatusCode::FORBIDDEN =>
+                {
                     anyhow::bail!("Clerk refused the secret key ({}); check CLERK_SECRET_KEY", r.status());
                 }
                 Ok(r) if r.status().is_server_error() => {

@@ -91,7 +91,11 @@ pub async fn backfill(settings: &Settings, args: &BackfillArgs, out: Output) -> 
                     report.kept_newer,
                     report.unchanged,
                     report.skipped_invalid,
-                    if report.resumed_at_offset > 0 { format!(" (resumed at offset {})", report.resumed_at_offset) } else { String::new() }
+                    if report.resumed_at_offset > 0 {
+                        format!(" (resumed at offset {})", report.resumed_at_offset)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             reports.push(report);
@@ -136,7 +140,13 @@ fn synthetic_id(resource: Resource, event: &ParsedEvent) -> Option<String> {
     Some(format!("backfill:{}:{id}:{}", resource.name(), updated_at.unwrap_or_default()))
 }
 
-async fn run(pool: &PgPool, api: &ClerkApi, resource: Resource, args: &BackfillArgs, out: Output) -> anyhow::Result<Report> {
+async fn run(
+    pool: &PgPool,
+    api: &ClerkApi,
+    resource: Resource,
+    args: &BackfillArgs,
+    out: Output,
+) -> anyhow::Result<Report> {
     let mut offset = start_offset(pool, resource, args.restart).await?;
     let mut report = Report { resource: resource.name(), resumed_at_offset: offset, ..Default::default() };
     let bar = output::counter(resource.name(), out);

@@ -49,7 +49,10 @@ impl DeadLetter {
             .or_else(|| broker_reason.clone())
             .unwrap_or_else(|| "unknown".to_owned());
         let error = amqp::get_str(h, headers::ERROR).unwrap_or_else(|| match &broker_reason {
-            Some(r) => format!("dead-lettered by RabbitMQ ({r}) from {}", amqp::get_str(h, "x-first-death-queue").unwrap_or_default()),
+            Some(r) => format!(
+                "dead-lettered by RabbitMQ ({r}) from {}",
+                amqp::get_str(h, "x-first-death-queue").unwrap_or_default()
+            ),
             None => String::new(),
         });
         let first_failed_at = amqp::get_i64(h, headers::FIRST_FAILED_AT).and_then(DateTime::from_timestamp_millis);
@@ -119,7 +122,8 @@ impl Browser {
         // Idempotent, and it lets the CLI run before any service has started.
         clerk_sync_core::amqp::declare_topology(&channel, topology, &[]).await?;
         let mut letters = Vec::new();
-        while let Some(msg) = channel.basic_get(topology.dead_queue().into(), BasicGetOptions { no_ack: false }).await? {
+        while let Some(msg) = channel.basic_get(topology.dead_queue().into(), BasicGetOptions { no_ack: false }).await?
+        {
             letters.push(DeadLetter::from_delivery(msg.delivery));
         }
         Ok(Self { connection, channel, letters })

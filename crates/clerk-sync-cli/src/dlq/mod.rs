@@ -65,7 +65,8 @@ pub async fn stats(amqp_url: &str, topology: &Topology, out: Output) -> anyhow::
 
 pub async fn list(amqp_url: &str, topology: &Topology, args: &ListArgs, out: Output) -> anyhow::Result<()> {
     let browser = Browser::open(amqp_url, topology).await?;
-    let cutoff = args.since.map(|s| chrono::Utc::now() - chrono::Duration::from_std(s).unwrap_or(chrono::Duration::MAX));
+    let cutoff =
+        args.since.map(|s| chrono::Utc::now() - chrono::Duration::from_std(s).unwrap_or(chrono::Duration::MAX));
     let selected: Vec<&DeadLetter> = browser
         .letters()
         .iter()

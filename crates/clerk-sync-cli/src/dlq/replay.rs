@@ -53,7 +53,8 @@ fn selected<'a>(
     error_kind: Option<&String>,
     older_than: Option<Duration>,
 ) -> Vec<&'a DeadLetter> {
-    let cutoff = older_than.map(|d| chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+    let cutoff =
+        older_than.map(|d| chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
     letters
         .iter()
         .filter(|d| ids.is_empty() || ids.contains(&d.svix_id))
@@ -70,7 +71,12 @@ fn print_selection(letters: &[&DeadLetter], verb: &str, out: Output) {
     let mut table = Table::new();
     table.set_header(vec!["svix-id", "type", "error kind", "routing key"]);
     for d in letters {
-        table.add_row(vec![d.svix_id.clone(), d.event_type.clone(), d.error_kind.clone(), d.original_routing_key.clone()]);
+        table.add_row(vec![
+            d.svix_id.clone(),
+            d.event_type.clone(),
+            d.error_kind.clone(),
+            d.original_routing_key.clone(),
+        ]);
     }
     println!("{table}");
     println!("{} dead letter(s) {verb}", letters.len());
@@ -78,7 +84,9 @@ fn print_selection(letters: &[&DeadLetter], verb: &str, out: Output) {
 
 fn summary(out: Output, action: &str, done: usize, skipped: usize, failed: usize, dry_run: bool) {
     if out.json {
-        output::print_json(&json!({ "action": action, "dry_run": dry_run, action: done, "skipped": skipped, "failed": failed }));
+        output::print_json(
+            &json!({ "action": action, "dry_run": dry_run, action: done, "skipped": skipped, "failed": failed }),
+        );
     } else {
         println!("{action}: {done}, skipped: {skipped}, failed: {failed}{}", if dry_run { " (dry run)" } else { "" });
     }
@@ -98,7 +106,10 @@ pub async fn replay(settings: &Settings, args: &ReplayArgs, out: Output) -> anyh
         return Ok(());
     }
     let bulk = s.ids.is_empty() || chosen.len() > s.ids.len();
-    if bulk && !args.yes && !output::confirm(&format!("Replay {} dead letter(s) to {}?", chosen.len(), topology.exchange()))? {
+    if bulk
+        && !args.yes
+        && !output::confirm(&format!("Replay {} dead letter(s) to {}?", chosen.len(), topology.exchange()))?
+    {
         browser.close().await;
         anyhow::bail!("nothing replayed");
     }
@@ -137,7 +148,10 @@ pub async fn replay(settings: &Settings, args: &ReplayArgs, out: Output) -> anyh
     publisher.close().await;
     browser.close().await;
     summary(out, "moved", moved, skipped, failed, false);
-    anyhow::ensure!(failed == 0, "{failed} dead letter(s) could not be replayed; they are still in the dead-letter queue");
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} dead letter(s) could not be replayed; they are still in the dead-letter queue"
+    );
     Ok(())
 }
 

@@ -98,7 +98,11 @@ pub(super) fn render(cfg: &Settings) -> String {
                 ("api_url", s(&cfg.clerk.api_url)),
                 (
                     "secret_key",
-                    if cfg.clerk.secret_key.expose_secret().is_empty() { "\"\" # not set".to_owned() } else { s("[redacted]") },
+                    if cfg.clerk.secret_key.expose_secret().is_empty() {
+                        "\"\" # not set".to_owned()
+                    } else {
+                        s("[redacted]")
+                    },
                 ),
             ],
         ),

@@ -1,0 +1,7 @@
+//! CLI integration tests: the real `clerk-sync` binary against the real RabbitMQ and Postgres (a
+//! prefix and a database per test), and a local fake of Clerk's Backend API for backfill.
+
+mod backfill;
+mod dlq;
+mod helpers;
+mod migrate_and_send;

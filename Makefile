@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export SQLX_OFFLINE := true
 
-.PHONY: help services run test test-deploy test-integrations lint build bench migrate up down image
+.PHONY: help services run test test-faults test-deploy test-integrations lint build bench migrate up down image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ run: services ## build and run the service locally (generates a dev signing secr
 
 test: services ## fmt check, clippy -D warnings, and every test against the local services
 	@scripts/test.sh
+
+test-faults: services ## the fault suite (restarts RabbitMQ and Postgres under load; serial; CI runs it after make test)
+	@scripts/test-faults.sh
 
 test-deploy: ## validate deploy/ and docker-compose.yml offline (installs promtool and validators if missing)
 	@scripts/test-deploy.sh

@@ -12,3 +12,6 @@ pub mod samples;
 pub mod settings;
 pub mod signing;
 pub mod telemetry;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -2,6 +2,7 @@
 //! with its own exchange and queue prefix and port 0 listeners, so they run in parallel.
 
 mod admin;
+mod bad_input;
 mod broker_faults;
 mod config;
 mod helpers;

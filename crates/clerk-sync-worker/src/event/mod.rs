@@ -200,3 +200,6 @@ pub fn type_label(event_type: &str) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -49,6 +49,28 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     assert_eq!(row["primary_email_address"], "sam@example.com");
     assert_eq!(env.outcome(&id).await.as_deref(), Some("applied"));
 
+    // A replay: the same svix-id with a fresh, valid signature. Accepted, and applied once.
+    let ts = chrono::Utc::now().timestamp() + 1;
+    let signature =
+        clerk_sync_core::signing::sign(&SecretString::from(SECRET.to_owned()), &id, ts, body.as_bytes()).unwrap();
+    let replay = client
+        .post(&url)
+        .header("svix-id", &id)
+        .header("svix-timestamp", ts.to_string())
+        .header("svix-signature", &signature)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    clerk_sync_testkit::wait_until(Duration::from_secs(10), "the replay is counted as a duplicate", || async {
+        env.metrics(&worker)
+            .await
+            .contains(r#"clerk_sync_worker_events_total{outcome="duplicate",type="user.created"} 1"#)
+    })
+    .await;
+    assert_eq!(env.processed().await, 1);
+
     stop_gateway.cancel();
     gateway_task.await.unwrap().unwrap();
     worker.stop().await;

@@ -8,7 +8,7 @@
 //!    depend on the order events arrived in, and personal columns stay NULL.
 //! 3. Tombstone deletions (earliest `deleted_at` wins) and remove personal data; memberships of a
 //!    deleted user or organization are tombstoned too, including ones that arrive later.
-//! 4. Record each event's outcome.
+//! 4. Correct the recorded outcome of events that turned out stale.
 //!
 //! Statements touch organizations, then users, then memberships, each in id order, so concurrent
 //! batches lock rows in the same order.
@@ -144,20 +144,31 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
             }
         })
         .collect();
-    record_outcomes(conn, batch, &outcomes).await?;
+    record_stale(conn, batch, &outcomes).await?;
     Ok(outcomes)
 }
 
-/// Inserts every svix-id; returns, per message, whether it is new (its first occurrence, and not
-/// recorded by an earlier transaction).
+/// Inserts every svix-id with its provisional outcome (`ignored` for types not stored, else
+/// `applied`); returns, per message, whether it is new (its first occurrence, and not recorded by an
+/// earlier transaction). The insert comes first so that a concurrent transaction holding the same
+/// id waits here, then finds it.
 async fn record_events(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Result<Vec<bool>, sqlx::Error> {
     let ids: Vec<&str> = batch.iter().map(|m| m.svix_id).collect();
     let types: Vec<&str> = batch.iter().map(|m| m.event.event_type.as_str()).collect();
     let occurred: Vec<Option<DateTime<Utc>>> = batch.iter().map(|m| m.event.occurred_at_ms.and_then(ms)).collect();
     let received: Vec<DateTime<Utc>> = batch.iter().map(|m| ms(m.received_at_ms).unwrap_or_else(Utc::now)).collect();
+    let provisional: Vec<&str> = batch
+        .iter()
+        .map(|m| {
+            if matches!(m.event.change, Change::Ignore) { Outcome::Ignored.as_str() } else { Outcome::Applied.as_str() }
+        })
+        .collect();
     let inserted: HashSet<String> = sqlx::query_scalar(
-        "INSERT INTO clerk.webhook_events (svix_id, event_type, occurred_at, received_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) ORDER BY 1
+        "INSERT INTO clerk.webhook_events (svix_id, event_type, occurred_at, received_at, processed_at, outcome)
+         SELECT x.svix_id, x.event_type, x.occurred_at, x.received_at, now(), x.outcome
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[])
+             AS x(svix_id, event_type, occurred_at, received_at, outcome)
+         ORDER BY 1
          ON CONFLICT (svix_id) DO NOTHING
          RETURNING svix_id",
     )
@@ -165,6 +176,7 @@ async fn record_events(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Resul
     .bind(&types)
     .bind(&occurred)
     .bind(&received)
+    .bind(&provisional)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -173,28 +185,21 @@ async fn record_events(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Resul
     Ok(ids.iter().map(|id| inserted.contains(*id) && seen.insert(*id)).collect())
 }
 
-async fn record_outcomes(
+/// Corrects the provisional outcome of the events that turned out stale (usually few).
+async fn record_stale(
     conn: &mut PgConnection,
     batch: &[Incoming<'_>],
     outcomes: &[Outcome],
 ) -> Result<(), sqlx::Error> {
-    let (ids, values): (Vec<&str>, Vec<&str>) = batch
-        .iter()
-        .zip(outcomes)
-        .filter(|(_, o)| **o != Outcome::Duplicate)
-        .map(|(m, o)| (m.svix_id, o.as_str()))
-        .unzip();
-    if ids.is_empty() {
+    let stale: Vec<&str> =
+        batch.iter().zip(outcomes).filter(|(_, o)| **o == Outcome::Stale).map(|(m, _)| m.svix_id).collect();
+    if stale.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE clerk.webhook_events e SET outcome = x.outcome, processed_at = now()
-         FROM UNNEST($1::text[], $2::text[]) AS x(svix_id, outcome) WHERE e.svix_id = x.svix_id",
-    )
-    .bind(&ids)
-    .bind(&values)
-    .execute(conn)
-    .await?;
+    sqlx::query("UPDATE clerk.webhook_events SET outcome = 'stale' WHERE svix_id = ANY($1)")
+        .bind(&stale)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -247,7 +252,8 @@ async fn upsert_users(conn: &mut PgConnection, rows: &NewestById<'_, User>) -> R
              created_at = EXCLUDED.created_at,
              updated_at = EXCLUDED.updated_at,
              synced_at = now()
-         WHERE u.updated_at IS NULL OR u.updated_at <= EXCLUDED.updated_at
+         WHERE u.updated_at IS NULL OR u.updated_at < EXCLUDED.updated_at
+             OR (u.updated_at = EXCLUDED.updated_at AND u.raw IS DISTINCT FROM EXCLUDED.raw)
          RETURNING u.id, u.deleted_at IS NULL",
     )
     .bind(ids)
@@ -301,7 +307,8 @@ async fn upsert_orgs(
              created_at = EXCLUDED.created_at,
              updated_at = EXCLUDED.updated_at,
              synced_at = now()
-         WHERE o.updated_at IS NULL OR o.updated_at <= EXCLUDED.updated_at
+         WHERE o.updated_at IS NULL OR o.updated_at < EXCLUDED.updated_at
+             OR (o.updated_at = EXCLUDED.updated_at AND o.raw IS DISTINCT FROM EXCLUDED.raw)
          RETURNING o.id, o.deleted_at IS NULL",
     )
     .bind(ids)
@@ -352,7 +359,8 @@ async fn upsert_memberships(
              created_at = EXCLUDED.created_at,
              updated_at = EXCLUDED.updated_at,
              synced_at = now()
-         WHERE m.updated_at IS NULL OR m.updated_at <= EXCLUDED.updated_at
+         WHERE m.updated_at IS NULL OR m.updated_at < EXCLUDED.updated_at
+             OR (m.updated_at = EXCLUDED.updated_at AND m.raw IS DISTINCT FROM EXCLUDED.raw)
          RETURNING m.id, m.deleted_at IS NULL",
     )
     .bind(ids)
@@ -422,13 +430,21 @@ const CASCADE_FROM_USERS: &str = "UPDATE clerk.organization_memberships AS m SET
          deleted_at = LEAST(COALESCE(m.deleted_at, p.deleted_at), p.deleted_at),
          public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()
      FROM clerk.users AS p
-     WHERE p.id = m.user_id AND p.deleted_at IS NOT NULL AND (p.id = ANY($1) OR m.id = ANY($2))";
+     WHERE m.id IN (SELECT id FROM clerk.organization_memberships WHERE user_id = ANY($1)
+                    UNION SELECT unnest($2::text[]))
+       AND p.id = m.user_id AND p.deleted_at IS NOT NULL
+       AND (m.deleted_at IS NULL OR m.deleted_at > p.deleted_at OR m.raw IS NOT NULL
+            OR m.public_metadata IS NOT NULL OR m.private_metadata IS NOT NULL)";
 
 const CASCADE_FROM_ORGS: &str = "UPDATE clerk.organization_memberships AS m SET
          deleted_at = LEAST(COALESCE(m.deleted_at, p.deleted_at), p.deleted_at),
          public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()
      FROM clerk.organizations AS p
-     WHERE p.id = m.organization_id AND p.deleted_at IS NOT NULL AND (p.id = ANY($1) OR m.id = ANY($2))";
+     WHERE m.id IN (SELECT id FROM clerk.organization_memberships WHERE organization_id = ANY($1)
+                    UNION SELECT unnest($2::text[]))
+       AND p.id = m.organization_id AND p.deleted_at IS NOT NULL
+       AND (m.deleted_at IS NULL OR m.deleted_at > p.deleted_at OR m.raw IS NOT NULL
+            OR m.public_metadata IS NOT NULL OR m.private_metadata IS NOT NULL)";
 
 async fn cascade(
     conn: &mut PgConnection,

@@ -1,0 +1,171 @@
+//! RabbitMQ without the gateway: the broker ceiling (plain lapin publishes, persistent and
+//! mandatory, each awaiting its own confirm, closed-loop at the gateway's concurrency and payloads)
+//! and the pre-fill of the worker's queue (the same messages the gateway would publish, many
+//! confirms pipelined on several channels).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use tokio::time::Instant;
+
+use clerk_sync_core::amqp::{self, headers};
+
+use crate::corpus::Corpus;
+use crate::env::BenchEnv;
+use crate::loadgen::{LoadReport, histogram, percentiles};
+use crate::workload::Message;
+
+const MANDATORY: BasicPublishOptions = BasicPublishOptions { mandatory: true, immediate: false };
+
+/// The properties the gateway sets (`routes/webhook.rs`): persistent, svix-id as `message_id`,
+/// the signed timestamp and the receive time as integer headers.
+pub fn properties(svix_id: &str, event_type: &str, svix_ts_s: i64, received_at_ms: i64) -> BasicProperties {
+    let mut table = FieldTable::default();
+    amqp::put_i64(&mut table, headers::SVIX_TIMESTAMP, svix_ts_s);
+    amqp::put_i64(&mut table, headers::RECEIVED_AT, received_at_ms);
+    BasicProperties::default()
+        .with_message_id(svix_id.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_timestamp(u64::try_from(received_at_ms / 1000).unwrap_or_default())
+        .with_type(event_type.into())
+        .with_app_id("clerk-sync-bench".into())
+        .with_headers(table)
+}
+
+async fn confirm_channels(conn: &Connection, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        out.push(ch);
+    }
+    Ok(out)
+}
+
+/// Publishes and waits for the confirm; `true` if acked and routed.
+async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> bool {
+    match ch.basic_publish(exchange.into(), routing_key.into(), MANDATORY, body, props).await {
+        Ok(confirm) => matches!(confirm.await, Ok(Confirmation::Ack(None))),
+        Err(_) => false,
+    }
+}
+
+/// The broker ceiling at `concurrency`: as many tasks, each publishing its next message when the
+/// previous one is confirmed, spread over `channels` confirm channels as the gateway's publisher
+/// spreads its requests.
+pub async fn ceiling(
+    env: &BenchEnv,
+    conn: &Connection,
+    corpus: Arc<Corpus>,
+    concurrency: usize,
+    channels: usize,
+    (warmup, duration): (Duration, Duration),
+) -> anyhow::Result<LoadReport> {
+    let channels = Arc::new(confirm_channels(conn, channels).await?);
+    let exchange: Arc<str> = env.topology().exchange().into();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let (measure_from, end) = (start + warmup, start + warmup + duration);
+    let run_id = env.run_id.clone();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (channels, exchange, corpus, next, run_id) =
+                (channels.clone(), exchange.clone(), corpus.clone(), next.clone(), run_id.clone());
+            tokio::spawn(async move {
+                let ch = &channels[i % channels.len()];
+                let mut hist = histogram();
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let mut body = Vec::new();
+                while Instant::now() < end {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    let template = corpus.get(seq);
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    body.clear();
+                    template.render_into(now_ms, &mut body);
+                    let id = format!("msg_b{run_id}{seq:010}");
+                    let props = properties(&id, template.event_type, now_ms / 1000, now_ms);
+                    let sent = Instant::now();
+                    let acked = publish_confirmed(ch, &exchange, template.event_type, &body, props).await;
+                    if sent >= measure_from {
+                        hist.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+                        if acked { ok += 1 } else { errors += 1 }
+                    }
+                }
+                (hist, ok, errors)
+            })
+        })
+        .collect();
+    let mut hist: Histogram<u64> = histogram();
+    let (mut ok, mut errors) = (0, 0);
+    for task in tasks {
+        let (h, o, e) = task.await?;
+        hist.add(&h)?;
+        ok += o;
+        errors += e;
+    }
+    for ch in channels.iter() {
+        let _ = ch.close(200, "done".into()).await;
+    }
+    let window_s = duration.as_secs_f64();
+    Ok(LoadReport {
+        mode: "broker",
+        concurrency,
+        rate: None,
+        requests: hist.len(),
+        accepted: ok,
+        errors,
+        statuses: Default::default(),
+        io_errors: 0,
+        unsent: 0,
+        window_s,
+        throughput: ok as f64 / window_s,
+        latency: percentiles(&hist, true),
+        accepted_total: ok,
+        worst_ms_per_second: Vec::new(),
+    })
+}
+
+/// Publishes every message (duplicates included) with up to `window` unconfirmed per channel;
+/// returns the time it took. Fails if any message is not confirmed.
+pub async fn prefill(
+    env: &BenchEnv,
+    conn: &Connection,
+    messages: &[Message],
+    channels: usize,
+    window: usize,
+) -> anyhow::Result<Duration> {
+    let channels = confirm_channels(conn, channels).await?;
+    let exchange = env.topology().exchange();
+    let started = Instant::now();
+    let n = channels.len();
+    let lanes = channels.iter().enumerate().map(|(lane, ch)| {
+        let exchange = exchange.as_str();
+        futures_util::stream::iter(messages.iter().skip(lane).step_by(n))
+            .map(move |m| {
+                let props = properties(&m.svix_id, m.event_type, m.svix_ts_s, m.received_at_ms);
+                publish_confirmed(ch, exchange, m.event_type, &m.body, props)
+            })
+            .buffer_unordered(window)
+            .fold(0u64, |failed, acked| async move { failed + u64::from(!acked) })
+    });
+    let failed: u64 = futures_util::future::join_all(lanes).await.into_iter().sum();
+    let elapsed = started.elapsed();
+    for ch in &channels {
+        let _ = ch.close(200, "done".into()).await;
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} pre-fill messages were not confirmed", messages.len());
+    Ok(elapsed)
+}

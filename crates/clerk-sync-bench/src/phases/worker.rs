@@ -1,0 +1,141 @@
+//! The database ceiling and the worker from a pre-filled queue: the same workload (200,000
+//! messages by default) written first by the plain program, then applied by one worker process,
+//! then by two, each time into emptied tables.
+//!
+//! A worker run is timed from the moment its processes start until its `/metrics` count every
+//! message as handled, `clerk.webhook_events` holds a committed outcome for every distinct svix-id
+//! and the queue is empty.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tokio::time::Instant;
+
+use super::Bench;
+use crate::broker;
+use crate::dbceiling;
+use crate::procs::{Service, sum_metric};
+use crate::report::{Row, Target};
+
+const EVENTS_METRIC: &str = "clerk_sync_worker_events_total";
+const OUTCOMES: [&str; 6] = ["applied", "stale", "ignored", "duplicate", "retried", "dead_lettered"];
+/// Longest a worker run may take before the phase gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+/// Pre-fill: confirm channels, and unconfirmed publishes allowed on each.
+const PREFILL_CHANNELS: usize = 8;
+const PREFILL_WINDOW: usize = 1024;
+
+pub async fn database(b: &mut Bench) -> anyhow::Result<()> {
+    let workload = b.workload();
+    let (batch, concurrency) = (b.env.defaults.worker.batch_size, b.env.defaults.worker.concurrency);
+    b.env.truncate().await?;
+    let connect = b.env.ceiling_connect_options()?;
+    let r = dbceiling::run(&connect, &workload.messages, batch, concurrency).await?;
+    eprintln!(
+        "database ceiling: {:.0} events/s ({} batches of {batch}, {concurrency} connections, {} rows, {:.1} s)",
+        r.events_per_s, r.batches, r.rows_written, r.seconds
+    );
+    b.db_ceiling = Some(r.events_per_s);
+    let via = if r.unix_socket { "Unix socket" } else { "TCP" };
+    b.rows.push(Row::new("database ceiling (plain batched upserts)", r.events_per_s, "events/s").note(format!(
+        "{} messages in {:.1} s, batches of {batch}, {concurrency} concurrent transactions, via {via}",
+        r.messages, r.seconds
+    )));
+    b.details.insert("database".into(), json!(r));
+    b.env.truncate().await?;
+    Ok(())
+}
+
+async fn committed(db_url: &str) -> anyhow::Result<i64> {
+    let mut conn = PgConnection::connect(db_url).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clerk.webhook_events WHERE outcome IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(n)
+}
+
+/// One run per entry of `b.opts.workers` (worker processes at once).
+pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
+    let workload = b.workload();
+    let total = workload.messages.len();
+    let distinct = i64::try_from(workload.shape.distinct)?;
+    for n in b.opts.workers.clone() {
+        b.env.truncate().await?;
+        b.purge().await?;
+        let publish = broker::prefill(&b.env, &b.amqp, &workload.messages, PREFILL_CHANNELS, PREFILL_WINDOW).await?;
+        let depth = b.queue_depth().await?;
+        eprintln!(
+            "pre-filled {total} messages in {:.1} s ({:.0} msg/s); queue depth {depth}",
+            publish.as_secs_f64(),
+            total as f64 / publish.as_secs_f64()
+        );
+        anyhow::ensure!(depth as usize == total, "the queue holds {depth} messages, expected {total}");
+
+        let started = Instant::now();
+        let mut procs = Vec::new();
+        for i in 0..n {
+            procs.push(Service::worker(&b.paths, &b.env, i)?);
+        }
+        let (elapsed, counts) = loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            anyhow::ensure!(started.elapsed() < RUN_TIMEOUT, "{n} worker(s) did not finish in {RUN_TIMEOUT:?}");
+            let mut counts = [0f64; OUTCOMES.len()];
+            for p in procs.iter_mut() {
+                p.sample_rss();
+                let Ok(text) = p.metrics().await else { continue };
+                for (count, outcome) in counts.iter_mut().zip(OUTCOMES) {
+                    *count += sum_metric(&text, EVENTS_METRIC, Some(&format!("outcome=\"{outcome}\"")));
+                }
+            }
+            let settled: f64 = counts[..4].iter().sum();
+            if settled as usize >= total {
+                let at = started.elapsed();
+                if committed(&b.env.db_url).await? >= distinct && b.queue_depth().await? == 0 {
+                    break (at, counts);
+                }
+            }
+        };
+        let rate = total as f64 / elapsed.as_secs_f64();
+        let mut rss = 0;
+        for p in procs {
+            rss = rss.max(p.stop(Duration::from_secs(20)).await);
+        }
+        b.worker_rss_kib = b.worker_rss_kib.max(rss);
+        let outcomes: serde_json::Map<String, serde_json::Value> =
+            OUTCOMES.iter().zip(counts).map(|(o, c)| ((*o).to_owned(), json!(c as u64))).collect();
+        let failures = (counts[4] + counts[5]) as u64;
+        eprintln!(
+            "worker x{n}: {total} events in {:.2} s = {rate:.0} events/s; outcomes {outcomes:?}",
+            elapsed.as_secs_f64()
+        );
+        let note = format!(
+            "{total} messages ({distinct} distinct) in {:.1} s; pre-fill {:.1} s; peak RSS {:.0} MiB",
+            elapsed.as_secs_f64(),
+            publish.as_secs_f64(),
+            rss as f64 / 1024.0
+        );
+        if n == 1 {
+            b.rows.push(
+                Row::new("worker x1 events/s", rate, "events/s")
+                    .target(Target::AtLeast(10_000.0))
+                    .require_no_errors(failures)
+                    .note(note.clone()),
+            );
+        }
+        let mut row =
+            Row::new(format!("worker x{n} events/s vs database ceiling"), rate, "events/s").ceiling(b.db_ceiling);
+        if n == 1 {
+            row = row.target(Target::RatioAtLeast(0.75));
+        }
+        b.rows.push(row.require_no_errors(failures).note(if n == 1 { String::new() } else { note }));
+        b.detail(
+            "worker",
+            json!({"workers": n, "messages": total, "distinct": distinct, "seconds": elapsed.as_secs_f64(),
+                   "events_per_s": rate, "prefill_seconds": publish.as_secs_f64(), "outcomes": outcomes,
+                   "peak_rss_kib": rss}),
+        );
+    }
+    Ok(())
+}

@@ -69,6 +69,7 @@ impl Processor {
             return;
         };
         let now_s = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let mut committed = Vec::with_capacity(ready.len());
         for (r, result) in ready.iter().zip(results) {
             let d = &deliveries[r.index];
             match result {
@@ -77,11 +78,14 @@ impl Processor {
                     let signed = amqp::get_i64(d.properties.headers().as_ref(), headers::SVIX_TIMESTAMP)
                         .map_or(r.received_at_ms as f64 / 1000.0, |s| s as f64);
                     self.metrics.lag.observe((now_s - signed).max(0.0));
-                    ack(d).await;
+                    committed.push(d);
                 }
                 Err(f) => failed.push((r.index, f)),
             }
         }
+        // One ack per message (other batches' deliveries interleave, so `multiple` would be
+        // wrong), sent together rather than one round through the connection's IO loop each.
+        futures_util::future::join_all(committed.into_iter().map(ack)).await;
         for (i, failure) in failed {
             self.settle(&deliveries[i], &failure).await;
         }

@@ -6,10 +6,13 @@
 //! gateway spends verifying it, so each event is serialised once with a placeholder timestamp and
 //! only those 13 digits are overwritten per request.
 
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use sha2::Sha256;
 
 use clerk_sync_core::samples;
 
@@ -192,8 +195,14 @@ impl Corpus {
 }
 
 /// Builds signed webhook requests, reusing its buffers from one request to the next.
+///
+/// Signs with `hmac` + `sha2` (SHA-NI when the CPU has it) from a keyed state computed once,
+/// rather than through `clerk_sync_core::signing::sign` (the `svix` crate's portable SHA-256 and a
+/// copy of the body per call): on two cores every microsecond the client spends is taken from the
+/// gateway it measures. A unit test checks both produce the same signature.
+#[derive(Clone)]
 pub struct Signer {
-    secret: SecretString,
+    mac: Hmac<Sha256>,
     host: String,
     path: String,
     out: Vec<u8>,
@@ -201,8 +210,24 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub fn new(secret: SecretString, host: &str, path: &str) -> Self {
-        Self { secret, host: host.to_owned(), path: path.to_owned(), out: Vec::new(), body: Vec::new() }
+    pub fn new(secret: &SecretString, host: &str, path: &str) -> anyhow::Result<Self> {
+        let raw = secret.expose_secret();
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(raw.strip_prefix("whsec_").unwrap_or(raw))
+            .map_err(|e| anyhow::anyhow!("the signing secret is not whsec_<base64>: {e}"))?;
+        let mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
+        Ok(Self { mac, host: host.to_owned(), path: path.to_owned(), out: Vec::new(), body: Vec::new() })
+    }
+
+    /// The `svix-signature` value: `v1,` and the base64 HMAC of `{id}.{timestamp}.{body}`.
+    pub fn signature(&self, svix_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(svix_id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
     }
 
     /// The whole HTTP request for one event, signed as Svix would sign it at `now_ms`: head and
@@ -212,7 +237,7 @@ impl Signer {
         self.body.clear();
         template.render_into(now_ms, &mut self.body);
         let ts = now_ms.div_euclid(1000);
-        let signature = clerk_sync_core::signing::sign(&self.secret, svix_id, ts, &self.body)?;
+        let signature = self.signature(svix_id, ts, &self.body);
         self.out.clear();
         write!(
             self.out,
@@ -242,6 +267,15 @@ mod tests {
         assert_eq!(v["data"]["updated_at"], 1_716_883_299_999_i64);
         assert_eq!(v["data"]["created_at"], base - 60_000, "nearby timestamps are rebased");
         assert!((1500..3000).contains(&t.len()), "a user event is about 2 KB: {}", t.len());
+    }
+
+    #[test]
+    fn the_fast_signer_signs_exactly_as_svix_does() {
+        let secret = crate::env::new_secret();
+        let signer = Signer::new(&secret, "h", "/").unwrap();
+        let body = Corpus::realistic(1, 1, 1).get(0).render(1_716_883_200_000);
+        let expected = clerk_sync_core::signing::sign(&secret, "msg_1", 1_716_883_200, &body).unwrap();
+        assert_eq!(signer.signature("msg_1", 1_716_883_200, &body), expected);
     }
 
     #[test]

@@ -144,6 +144,7 @@ fn micros(d: Duration) -> u64 {
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(spec.concurrency > 0, "concurrency must be at least 1");
     anyhow::ensure!(spec.rate.is_none_or(|r| r > 0.0), "the rate must be positive");
+    let signer = Signer::new(&spec.secret, &spec.target.host, &spec.target.path)?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         next: AtomicU64::new(0),
@@ -152,7 +153,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         end: start + spec.warmup + spec.duration,
         spec,
     });
-    let tasks: Vec<_> = (0..shared.spec.concurrency).map(|_| tokio::spawn(connection(shared.clone()))).collect();
+    let tasks: Vec<_> =
+        (0..shared.spec.concurrency).map(|_| tokio::spawn(connection(shared.clone(), signer.clone()))).collect();
     let mut total = Tally::new();
     for task in tasks {
         let t = task.await?;
@@ -220,10 +222,9 @@ impl Tally {
     }
 }
 
-async fn connection(shared: Arc<Shared>) -> Tally {
+async fn connection(shared: Arc<Shared>, mut signer: Signer) -> Tally {
     let spec = &shared.spec;
     let mut tally = Tally::new();
-    let mut signer = Signer::new(spec.secret.clone(), &spec.target.host, &spec.target.path);
     let mut conn: Option<Conn> = None;
     loop {
         let seq = shared.next.fetch_add(1, Ordering::Relaxed);

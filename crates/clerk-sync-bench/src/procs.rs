@@ -47,16 +47,27 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// What `cargo run` sets for the program it runs (besides `CARGO_PKG_*`).
+const CARGO_RUN_VARS: &[&str] =
+    &["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"];
+
 /// `cargo build --release --bins` for the two services (a no-op when they are up to date), so the
 /// bench never measures stale binaries. `make bench` only builds the bench itself.
 pub fn build_services() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("building the release binaries of clerk-sync-gateway and clerk-sync-worker ...");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bins", "-p", "clerk-sync-gateway", "-p", "clerk-sync-worker"])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build")?;
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--bins", "-p", "clerk-sync-gateway", "-p", "clerk-sync-worker"]);
+    // `cargo run` gives us its package's CARGO_MANIFEST_DIR, CARGO_PKG_*, ...; ring's build script
+    // tracks CARGO_MANIFEST_DIR, so passing them on would rebuild the whole TLS stack (minutes on
+    // two cores) here, and again at the next plain `cargo build`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if CARGO_RUN_VARS.iter().any(|v| key == *v) || key.starts_with("CARGO_PKG_") {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let status = cmd.current_dir(workspace_root()).status().context("running cargo build")?;
     anyhow::ensure!(status.success(), "cargo build --release failed");
     Ok(())
 }

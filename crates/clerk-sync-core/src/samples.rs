@@ -7,7 +7,8 @@
 
 use serde_json::{Value, json};
 
-/// Every type [`sample`] knows, which is Clerk's whole catalogue.
+/// Clerk's whole catalogue of webhook event types, every one of which [`sample`] knows. The worker
+/// recognises exactly these (its `event::CATALOGUE`).
 pub const TYPES: &[&str] = &[
     "user.created",
     "user.updated",

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use secrecy::SecretString;
 
 use crate::envelope::parse_head;
-use crate::signing::{Verifier, sign};
+use crate::signing::{TOLERANCE_SECS, Verifier, sign};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -64,6 +64,42 @@ proptest! {
         headers.insert("svix-timestamp", HeaderValue::from_str(&ts.to_string()).unwrap());
         headers.insert("svix-signature", HeaderValue::from_str(&signature).unwrap());
         prop_assert_eq!(verifier().verify(body.as_bytes(), &headers).map(|v| v.id), Ok(id));
+    }
+
+    /// Our HMAC path replaced `svix`'s for speed; `svix::Webhook::verify` stays the reference. Inputs
+    /// mix real signatures (by the right or a wrong secret, for this or another body) with garbage,
+    /// and timestamps on both sides of the tolerance.
+    #[test]
+    fn verification_agrees_with_the_svix_crate(
+        id in "[A-Za-z0-9_]{1,40}",
+        body in ".{0,300}",
+        skew in prop_oneof![-TOLERANCE_SECS - 5..=-TOLERANCE_SECS + 5, -10i64..10, TOLERANCE_SECS - 5..=TOLERANCE_SECS + 5],
+        signer in 0..4u8,
+        extra in prop::option::of("v[0-9],[A-Za-z0-9+/=]{0,50}"),
+    ) {
+        let ts = chrono::Utc::now().timestamp() + skew;
+        let good = SecretString::from(SECRET.to_owned());
+        let other = SecretString::from("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_owned());
+        let sig = match signer {
+            0 => sign(&good, &id, ts, body.as_bytes()).unwrap(),
+            1 => sign(&other, &id, ts, body.as_bytes()).unwrap(),
+            2 => sign(&good, &id, ts, format!("{body}x").as_bytes()).unwrap(),
+            _ => "v1,AAAA".to_owned(),
+        };
+        let sig = extra.map_or(sig.clone(), |e| format!("{e} {sig}"));
+        let mut headers = HeaderMap::new();
+        headers.insert("svix-id", HeaderValue::from_str(&id).unwrap());
+        headers.insert("svix-timestamp", HeaderValue::from_str(&ts.to_string()).unwrap());
+        headers.insert("svix-signature", HeaderValue::from_str(&sig).unwrap());
+        // Both read the clock; skip the rare case where a second ticks over at the edge.
+        let now = chrono::Utc::now().timestamp();
+        let ours = verifier().verify_at(body.as_bytes(), &headers, now);
+        let theirs = svix::webhooks::Webhook::new(SECRET).unwrap().verify(body.as_bytes(), &headers);
+        prop_assume!(chrono::Utc::now().timestamp() == now);
+        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "ours {:?}, svix {:?}", ours, theirs);
+        if signer == 0 && skew.abs() <= 10 {
+            prop_assert!(ours.is_ok());
+        }
     }
 
     #[test]

@@ -1,13 +1,26 @@
 //! Svix / Standard Webhooks signature verification with several secrets at once (rotation), and
-//! signing for the CLI and tests.
+//! signing for the CLI, the benchmarks and tests.
 //!
-//! The `svix` crate does the cryptography and the timestamp tolerance (5 minutes). This module adds
-//! what it leaves out: telling a malformed request (400) from a forged one (401), and trying every
-//! configured secret.
+//! The HMAC runs on a keyed `hmac` + `sha2` state computed once per secret: `sha2` uses the CPU's
+//! SHA extensions, where the `svix` crate's portable SHA-256 (plus a copy of the body per call)
+//! took 12 µs of a 2 KB request's 13 µs of verification. Everything else follows `svix`'s
+//! `Webhook::verify` exactly: the same signed content, the same 5 minute tolerance both ways, the
+//! same constant-time comparison of the base64 signature. `svix` stays the reference: it decodes and
+//! validates the secrets, and a property test checks both agree on arbitrary requests. This module
+//! adds what `svix` leaves out: telling a malformed request (400) from a forged one (401), and
+//! trying every configured secret.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use svix::webhooks::{Webhook, WebhookError};
+
+/// Svix's tolerance between the signed timestamp and our clock, in either direction.
+pub const TOLERANCE_SECS: i64 = 5 * 60;
 
 /// Longest `svix-id` accepted: it becomes the AMQP `message_id`, a short string.
 pub const MAX_ID_LEN: usize = 255;
@@ -56,14 +69,54 @@ pub struct Verified {
     pub timestamp: i64,
 }
 
+/// One signing secret as a keyed HMAC-SHA256 state: the key schedule is paid once, not per request.
+#[derive(Clone)]
+pub struct Key {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key([redacted])")
+    }
+}
+
+impl Key {
+    /// Accepts what Svix issues (`whsec_<base64>`) or the bare base64, as `svix::Webhook::new` does,
+    /// and fails the same way (bad base64, empty key).
+    pub fn new(secret: &SecretString) -> Result<Self, WebhookError> {
+        let raw = secret.expose_secret();
+        Webhook::new(raw)?;
+        let key = BASE64.decode(raw.strip_prefix("whsec_").unwrap_or(raw))?;
+        let mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| WebhookError::EmptySecret)?;
+        Ok(Self { mac })
+    }
+
+    /// The HMAC of `{id}.{timestamp}.{body}`, base64: the part of a `v1,` signature after the comma.
+    pub fn signature_b64(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        BASE64.encode(mac.finalize().into_bytes())
+    }
+
+    /// The whole `svix-signature` value for one signature: `v1,<base64>`.
+    pub fn signature(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        format!("v1,{}", self.signature_b64(id, timestamp, body))
+    }
+}
+
 /// Verifies against every configured secret; any one match passes.
 pub struct Verifier {
-    webhooks: Vec<Webhook>,
+    keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Verifier {{ secrets: {} }}", self.webhooks.len())
+        write!(f, "Verifier {{ secrets: {} }}", self.keys.len())
     }
 }
 
@@ -74,13 +127,18 @@ fn header<'a>(headers: &'a HeaderMap, names: [&str; 2], what: &'static str) -> R
 
 impl Verifier {
     pub fn new(secrets: &[SecretString]) -> Result<Self, WebhookError> {
-        let webhooks = secrets.iter().map(|s| Webhook::new(s.expose_secret())).collect::<Result<_, _>>()?;
-        Ok(Self { webhooks })
+        let keys = secrets.iter().map(Key::new).collect::<Result<_, _>>()?;
+        Ok(Self { keys })
     }
 
     /// Checks the headers' shape first so that a malformed request is answered 400 without any
-    /// cryptography, then lets `svix` verify against each secret.
+    /// cryptography, then the tolerance (the same for every secret), then each secret's HMAC.
     pub fn verify(&self, body: &[u8], headers: &HeaderMap) -> Result<Verified, VerifyError> {
+        self.verify_at(body, headers, chrono::Utc::now().timestamp())
+    }
+
+    /// `verify` against a given clock, for tests.
+    pub fn verify_at(&self, body: &[u8], headers: &HeaderMap, now: i64) -> Result<Verified, VerifyError> {
         let id = header(headers, ID_HEADERS, "svix-id")?;
         if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(VerifyError::MalformedHeader("svix-id"));
@@ -96,25 +154,27 @@ impl Verifier {
         if std::str::from_utf8(body).is_err() {
             return Err(VerifyError::BodyNotUtf8);
         }
-        let mut outcome = VerifyError::InvalidSignature;
-        for webhook in &self.webhooks {
-            match webhook.verify(body, headers) {
-                Ok(()) => return Ok(Verified { id: id.to_owned(), timestamp }),
-                Err(WebhookError::TimestampTooOldError | WebhookError::FutureTimestampError) => {
-                    // The same for every secret: no point trying the others.
-                    return Err(VerifyError::TimestampOutOfTolerance);
-                }
-                Err(WebhookError::InvalidPayload) => outcome = VerifyError::BodyNotUtf8,
-                Err(_) => {}
+        // svix: "too old" when now - ts > tolerance, "future" when ts > now + tolerance.
+        if now.saturating_sub(timestamp) > TOLERANCE_SECS || timestamp > now.saturating_add(TOLERANCE_SECS) {
+            return Err(VerifyError::TimestampOutOfTolerance);
+        }
+        let candidates = || signature.split(' ').filter_map(|p| p.split_once(',')).filter(|(v, _)| *v == "v1");
+        for key in &self.keys {
+            let expected = key.signature_b64(id, timestamp, body);
+            // Constant time in the signature's content; the length (always 44) is public.
+            if candidates()
+                .any(|(_, s)| s.len() == expected.len() && bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
+            {
+                return Ok(Verified { id: id.to_owned(), timestamp });
             }
         }
-        Err(outcome)
+        Err(VerifyError::InvalidSignature)
     }
 }
 
 /// The `svix-signature` value (`v1,<base64>`) for a body, as Svix would send it.
 pub fn sign(secret: &SecretString, id: &str, timestamp: i64, body: &[u8]) -> Result<String, WebhookError> {
-    Webhook::new(secret.expose_secret())?.sign(id, timestamp, body)
+    Ok(Key::new(secret)?.signature(id, timestamp, body))
 }
 
 #[cfg(test)]
@@ -160,6 +220,28 @@ mod tests {
         for (key, id, ts, body, expected) in VECTORS {
             assert_eq!(sign(&secret(key), id, ts, body.as_bytes()).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn the_public_test_vectors_verify_at_their_own_time_and_not_later() {
+        for (key, id, ts, body, sig) in VECTORS {
+            let verifier = Verifier::new(&[secret(key)]).unwrap();
+            let got = verifier.verify_at(body.as_bytes(), &headers(id, ts, sig), ts + TOLERANCE_SECS).unwrap();
+            assert_eq!(got, Verified { id: id.to_owned(), timestamp: ts });
+            let late = verifier.verify_at(body.as_bytes(), &headers(id, ts, sig), ts + TOLERANCE_SECS + 1);
+            assert_eq!(late, Err(VerifyError::TimestampOutOfTolerance));
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_as_svix_reads_them() {
+        let bare = VECTORS[0].0.strip_prefix("whsec_").unwrap();
+        let (_, id, ts, body, expected) = VECTORS[0];
+        assert_eq!(sign(&secret(bare), id, ts, body.as_bytes()).unwrap(), expected);
+        for bad in ["", "whsec_", "whsec_not base64!"] {
+            assert!(Key::new(&secret(bad)).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(format!("{:?}", Key::new(&secret(VECTORS[0].0)).unwrap()), "Key([redacted])");
     }
 
     #[test]

@@ -27,6 +27,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
 COPY --from=planner /src/recipe.json recipe.json
+# The patched sqlx-core (see vendor/README.md) is a dependency, so it must be there for the cook.
+COPY vendor vendor
 # The dependency layer: cached until the recipe (manifests and lock file) changes.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo chef cook --release --locked --recipe-path recipe.json \

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export SQLX_OFFLINE := true
 
-.PHONY: help services run test test-faults test-deploy test-integrations lint build bench migrate up down image
+.PHONY: help services run test test-faults test-deploy test-integrations lint build bench bench-soak migrate up down image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ build: ## release build of every binary
 
 bench: services ## benchmarks against the local RabbitMQ and Postgres; prints a table, writes target/bench/*.json
 	cargo run --release --locked -p clerk-sync-bench -- all
+
+bench-soak: services ## the memory soak: gateway and worker at half capacity for several minutes; prints RSS over time
+	cargo run --release --locked -p clerk-sync-bench -- soak
 
 up: ## the whole stack with docker compose
 	docker compose up -d --build

@@ -1,6 +1,7 @@
 //! `clerk-sync-bench`: the command line. `all` is what `make bench` runs; the other subcommands run
 //! one phase each (their figures are printed without the ceilings another phase would measure),
-//! and `loadgen` drives any running gateway.
+//! `soak` is the memory soak (`make bench-soak`, its own `soak.json`), and `loadgen` drives any
+//! running gateway.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use clerk_sync_bench::corpus::Corpus;
 use clerk_sync_bench::env::BenchEnv;
 use clerk_sync_bench::http1::Target;
 use clerk_sync_bench::loadgen::{self, LoadSpec};
-use clerk_sync_bench::phases::{self, Bench, Options};
+use clerk_sync_bench::phases::{self, Bench, Options, SoakOptions};
 use clerk_sync_bench::procs::{self, Paths};
 use clerk_sync_bench::report;
 use secrecy::SecretString;
@@ -59,6 +60,8 @@ enum Command {
     E2e(Knobs),
     /// Verification plus parsing, and building a batch, timed in-process.
     Micro(Knobs),
+    /// Memory soak: gateway and worker at half capacity for minutes, RSS sampled; writes soak.json.
+    Soak(SoakArgs),
     /// Drive a running gateway with signed realistic events.
     Loadgen(LoadgenArgs),
     /// Delete what interrupted runs left behind: unused clerk_bench_* databases and their queues.
@@ -113,6 +116,28 @@ impl From<Knobs> for Options {
 }
 
 #[derive(Args)]
+struct SoakArgs {
+    /// Length of the sustained load.
+    #[arg(long, default_value_t = 4.0)]
+    minutes: f64,
+    /// Events per second; default: half the capacity a 10 s closed-loop run measures first.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds between samples (each is one open-loop window of the load generator).
+    #[arg(long, default_value_t = 5.0)]
+    sample_secs: f64,
+    /// Connections the open-loop load spreads its requests over.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+}
+
+impl From<SoakArgs> for SoakOptions {
+    fn from(a: SoakArgs) -> Self {
+        SoakOptions { minutes: a.minutes, rate: a.rate, sample_secs: a.sample_secs, connections: a.connections }
+    }
+}
+
+#[derive(Args)]
 struct LoadgenArgs {
     /// The gateway's webhook URL, e.g. http://127.0.0.1:8080/webhooks/clerk.
     #[arg(long)]
@@ -148,6 +173,7 @@ async fn main() -> ExitCode {
         Command::Worker(k) => bench("worker", k.into(), cli).await,
         Command::E2e(k) => bench("e2e", k.into(), cli).await,
         Command::Micro(k) => bench("micro", k.into(), cli).await,
+        Command::Soak(a) => soak(a.into(), cli).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -255,15 +281,7 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
     let judged = rows.iter().filter(|r| r.pass.is_some()).count();
     println!("{} of {judged} targets met", judged - missed);
     let document = json!({
-        "run": {
-            "id": run_id,
-            "command": command,
-            "started_at": started_at.to_rfc3339(),
-            "seconds": seconds,
-            "cores": cores(),
-            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-            "options": opts,
-        },
+        "run": run_info(&run_id, command, started_at, seconds, json!(opts)),
         "rows": rows,
         "details": details,
         "error": result.as_ref().err().map(|e| format!("{e:#}")),
@@ -272,6 +290,64 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
     println!("written to {}", path.display());
     result?;
     Ok(!cli.strict || missed == 0)
+}
+
+/// The memory soak: like [`bench`], but judged on its own rows whatever `--strict` says, and
+/// written to `soak.json` so that it never replaces the last `results.json`.
+async fn soak(opts: SoakOptions, cli: &Flags) -> anyhow::Result<bool> {
+    if !cli.no_build {
+        procs::build_services()?;
+    }
+    let paths = Paths::discover();
+    let out = cli.out.clone().unwrap_or_else(|| paths.out_dir());
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+    let mut b = Bench::setup(paths, Options::default()).await?;
+    let run_id = b.env.run_id.clone();
+    let result = tokio::select! {
+        r = phases::soak(&mut b, &opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let (rows, details) = b.teardown(cli.keep).await;
+    let seconds = clock.elapsed().as_secs_f64();
+
+    println!("\nclerk-sync bench `soak` ({} cores, {seconds:.0} s)", cores());
+    print!("{}", report::table(&rows));
+    let failed = rows.iter().filter(|r| r.pass == Some(false)).count();
+    let pass = result.is_ok() && failed == 0;
+    println!(
+        "soak: {} ({failed} of {} checks failed)",
+        if pass { "PASS" } else { "FAIL" },
+        rows.iter().filter(|r| r.pass.is_some()).count()
+    );
+    let document = json!({
+        "run": run_info(&run_id, "soak", started_at, seconds, json!(opts)),
+        "rows": rows,
+        "details": details,
+        "error": result.as_ref().err().map(|e| format!("{e:#}")),
+    });
+    let path = report::write_named_json(&out, "soak", &document)?;
+    println!("written to {}", path.display());
+    result?;
+    Ok(pass)
+}
+
+fn run_info(
+    run_id: &str,
+    command: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    seconds: f64,
+    options: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "id": run_id,
+        "command": command,
+        "started_at": started_at.to_rfc3339(),
+        "seconds": seconds,
+        "cores": cores(),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "options": options,
+    })
 }
 
 fn cores() -> usize {

@@ -157,6 +157,12 @@ impl Service {
         self.peak_kib
     }
 
+    /// Reads VmRSS (current resident set, KiB), updating the peak too; `None` once the process is gone.
+    pub fn current_rss(&mut self) -> Option<u64> {
+        self.sample_rss();
+        rss_kib(self.pid())
+    }
+
     pub async fn metrics(&self) -> anyhow::Result<String> {
         let response = http1::get(self.admin, "/metrics").await?;
         Ok(String::from_utf8_lossy(&response.body).into_owned())
@@ -190,8 +196,18 @@ impl Drop for Service {
 
 /// `VmHWM` from `/proc/<pid>/status`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// `VmRSS` (resident set right now) from `/proc/<pid>/status`, in KiB: what the soak follows over
+/// time, since the peak alone cannot show growth that never exceeds an early spike.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -218,7 +234,9 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_a_peak_rss() {
-        assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+    fn this_process_has_a_peak_and_a_current_rss() {
+        let pid = std::process::id();
+        assert!(peak_rss_kib(pid).is_some_and(|k| k > 0));
+        assert!(rss_kib(pid).is_some_and(|k| k > 0 && Some(k) <= peak_rss_kib(pid)));
     }
 }

@@ -1,5 +1,6 @@
 //! The one table `make bench` prints (figure | value | ceiling | ratio | target | pass/fail) and
-//! its JSON twin under `target/bench/` (`results.json`, plus a timestamped copy to compare runs).
+//! its JSON twin under `target/bench/` (`results.json`, plus a timestamped copy to compare runs;
+//! the soak writes `soak.json` the same way).
 
 use std::path::{Path, PathBuf};
 
@@ -151,12 +152,17 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Writes `results.json` and `results-<UTC timestamp>.json` into `dir`; returns the first path.
 pub fn write_json(dir: &Path, document: &Value) -> anyhow::Result<PathBuf> {
+    write_named_json(dir, "results", document)
+}
+
+/// Writes `<name>.json` and `<name>-<UTC timestamp>.json` into `dir`; returns the first path.
+pub fn write_named_json(dir: &Path, name: &str, document: &Value) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let text = serde_json::to_string_pretty(document)?;
-    let latest = dir.join("results.json");
+    let latest = dir.join(format!("{name}.json"));
     std::fs::write(&latest, &text)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    std::fs::write(dir.join(format!("results-{stamp}.json")), &text)?;
+    std::fs::write(dir.join(format!("{name}-{stamp}.json")), &text)?;
     Ok(latest)
 }
 

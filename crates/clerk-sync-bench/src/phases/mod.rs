@@ -4,6 +4,7 @@
 
 mod e2e;
 mod gateway;
+mod soak;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::workload::{self, Workload};
 
 pub use e2e::e2e;
 pub use gateway::broker_and_gateway;
+pub use soak::{SoakOptions, soak};
 pub use worker::{database, workers};
 
 /// Everything the phases can be told; `Default` is what `make bench` runs.

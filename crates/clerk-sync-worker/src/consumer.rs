@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acks::AckWindow;
 use crate::process::Processor;
 
 #[derive(Debug, Clone)]
@@ -92,6 +93,8 @@ async fn consume_once(
             FieldTable::default(),
         )
         .await?;
+    // Delivery tags are per channel: a new channel starts a new window.
+    let acks = Arc::new(AckWindow::new());
     processor.metrics.set_state("consuming");
     backoff.reset();
     tracing::info!(queue = %opts.topology.queue(), prefetch = opts.prefetch, "consuming");
@@ -122,8 +125,9 @@ async fn consume_once(
         // database stalls. The batch in hand is processed even if shutdown starts meanwhile.
         let Ok(permit) = permits.clone().acquire_owned().await else { break Ended::Shutdown };
         let processor = processor.clone();
+        let acks = acks.clone();
         tracker.spawn(async move {
-            processor.process(batch).await;
+            processor.process(batch, &acks).await;
             drop(permit);
         });
         if let Some(reason) = lost {
@@ -136,6 +140,7 @@ async fn consume_once(
         // then return to the queue.
         tracker.close();
         tracker.wait().await;
+        acks.flush().await;
         let _ = channel.close(200, "shutting down".into()).await;
         let _ = connection.close(200, "shutting down".into()).await;
     }

@@ -3,6 +3,7 @@
 //! commit. Failures are classified: a database outage pauses consumption, a poison message is
 //! dead-lettered with its reason, anything else is retried through delayed retry queues.
 
+pub mod acks;
 pub mod consumer;
 pub mod db;
 pub mod event;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff;
 use clerk_sync_core::amqp::{self, Publisher, headers};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicNackOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::acks::AckWindow;
 use crate::db::{self, ErrorClass, Incoming, Outcome};
 use crate::event::{self, ParsedEvent};
 use crate::metrics::WorkerMetrics;
@@ -53,7 +54,7 @@ fn prepare(index: usize, d: &Delivery) -> Result<Ready, Failure> {
 impl Processor {
     /// Processes one batch to the end: every delivery is acked, settled, or (only when giving up at
     /// shutdown or when the broker cannot take a dead letter) left for redelivery.
-    pub async fn process(&self, deliveries: Vec<Delivery>) {
+    pub async fn process(&self, deliveries: Vec<Delivery>, acks: &AckWindow) {
         let started = Instant::now();
         self.metrics.batch_size.observe(deliveries.len() as f64);
         let mut ready = Vec::with_capacity(deliveries.len());
@@ -83,12 +84,12 @@ impl Processor {
                 Err(f) => failed.push((r.index, f)),
             }
         }
-        // One ack per message (other batches' deliveries interleave, so `multiple` would be
-        // wrong), sent together rather than one round through the connection's IO loop each.
-        futures_util::future::join_all(committed.into_iter().map(ack)).await;
+        let mut settled = committed;
         for (i, failure) in failed {
             self.settle(&deliveries[i], &failure).await;
+            settled.push(&deliveries[i]);
         }
+        acks.settled(settled).await;
         self.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
     }
 
@@ -96,6 +97,8 @@ impl Processor {
         self.metrics.events.with_label_values(&[event::type_label(event_type), outcome]).inc();
     }
 
+    /// Moves a failed message to a retry queue or the dead-letter queue (the caller then acks it),
+    /// or, when the broker cannot take it, nacks it back to the queue.
     async fn settle(&self, d: &Delivery, failure: &Failure) {
         let event_type = serde_json::from_slice::<serde_json::Value>(&d.data)
             .ok()
@@ -107,7 +110,6 @@ impl Processor {
                 let outcome = if settled == Settled::Retried { "retried" } else { "dead_lettered" };
                 tracing::warn!(svix_id, event_type, error_kind = %failure.kind, error = %failure.message, outcome, "message not applied");
                 self.count(&event_type, outcome);
-                ack(d).await;
             }
             Err(e) => {
                 // Not lost: back to the queue. Repeated failures hit the queue's delivery limit,
@@ -194,12 +196,5 @@ impl Processor {
             () = tokio::time::sleep(delay) => Some(()),
             () = self.give_up.cancelled() => None,
         }
-    }
-}
-
-async fn ack(d: &Delivery) {
-    if let Err(e) = d.ack(BasicAckOptions::default()).await {
-        // The effect is committed; a redelivery will be recognised as a duplicate.
-        tracing::warn!(error = %e, "ack failed after commit; the redelivery will be deduplicated");
     }
 }

@@ -2,15 +2,21 @@
 //!
 //! 1. Record every svix-id in `clerk.webhook_events` (`ON CONFLICT DO NOTHING`): an id already
 //!    there is a duplicate and changes nothing.
-//! 2. Upsert the newest version of each object only if its `updated_at` is not older than the
-//!    stored one. A tombstone (a row with `deleted_at`) is never revived: a late version updates
-//!    only its non-personal columns (ids, role, flags, timestamps), so the final state does not
-//!    depend on the order events arrived in, and personal columns stay NULL.
-//! 3. Tombstone deletions (earliest `deleted_at` wins) and remove personal data; memberships of a
-//!    deleted user or organization are tombstoned too, including ones that arrive later.
-//! 4. Correct the recorded outcome of events that turned out stale.
+//! 2. Reduce the fresh events to a plan: the newest version of each object and the earliest
+//!    deletion, as applying them one by one would end up.
+//! 3. `clerk.apply_changes` (migration 3) writes the plan server-side, in one round trip:
+//!    - upserts only a version not older than the stored one. A tombstone (a row with
+//!      `deleted_at`) is never revived: a late version updates only its non-personal columns (ids,
+//!      role, flags, timestamps), so the final state does not depend on the order events arrived
+//!      in, and personal columns stay NULL. Versions already stored are filtered out before the
+//!      insert: `ON CONFLICT DO UPDATE ... WHERE` locks the existing row even when it writes
+//!      nothing, and every membership event carries its organization, so without the filter
+//!      concurrent batches queue behind each other on the same few organization rows;
+//!    - tombstones deletions (earliest `deleted_at` wins) and removes personal data; memberships of
+//!      a deleted user or organization are tombstoned too, including ones that arrive later;
+//!    - corrects the recorded outcome of events that turned out stale.
 //!
-//! Statements touch organizations, then users, then memberships, each in id order, so concurrent
+//! Rows are written organizations, then users, then memberships, each in id order, so concurrent
 //! batches lock rows in the same order.
 
 use std::collections::HashSet;
@@ -74,10 +80,13 @@ fn plan<'a>(batch: &'a [Incoming<'a>], fresh: &[bool]) -> Plan<'a> {
                 &m.id,
                 Newest { owner: Some(i), updated_at: m.updated_at.unwrap_or(0), object: m, raw },
             );
+            // A nested organization only replaces a strictly older version: at the same
+            // `updated_at` the organization's own event is the complete one.
             if let (Some(org), Some(org_raw)) = (org, &m.organization) {
-                let candidate =
-                    Newest { owner: None, updated_at: org.updated_at.unwrap_or(0), object: org, raw: org_raw.get() };
-                keep_newest(&mut p.orgs, &org.id, candidate);
+                let updated_at = org.updated_at.unwrap_or(0);
+                if p.orgs.get(org.id.as_str()).is_none_or(|current| current.updated_at < updated_at) {
+                    p.orgs.insert(&org.id, Newest { owner: None, updated_at, object: org, raw: org_raw.get() });
+                }
             }
         };
         match &inc.event.change {
@@ -105,47 +114,65 @@ fn plan<'a>(batch: &'a [Incoming<'a>], fresh: &[bool]) -> Plan<'a> {
 }
 
 /// Applies `batch` inside the caller's transaction; returns one outcome per message.
+///
+/// Two round trips: recording the svix-ids (which decides what is fresh), then the plan written by
+/// `clerk.apply_changes` (migration 3), which also corrects the outcomes of stale events.
 pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Result<Vec<Outcome>, sqlx::Error> {
     let fresh = record_events(conn, batch).await?;
     let p = plan(batch, &fresh);
+    let alive = write_plan(conn, batch, &fresh, &p).await?;
 
-    let orgs_alive = upsert_orgs(conn, &p.orgs).await?;
-    tombstone(conn, TOMBSTONE_ORGS, &p.org_deletes).await?;
-    let users_alive = upsert_users(conn, &p.users).await?;
-    tombstone(conn, TOMBSTONE_USERS, &p.user_deletes).await?;
-    let members_alive = upsert_memberships(conn, &p.members).await?;
-    tombstone(conn, TOMBSTONE_MEMBERSHIPS, &p.member_deletes).await?;
-    let touched: Vec<&str> = p.members.keys().copied().collect();
-    cascade(conn, CASCADE_FROM_USERS, &p.user_deletes, &touched).await?;
-    cascade(conn, CASCADE_FROM_ORGS, &p.org_deletes, &touched).await?;
-
-    let won = |map_owner: Option<usize>, alive: &HashSet<String>, id: &str, i: usize| {
-        if map_owner == Some(i) && alive.contains(id) { Outcome::Applied } else { Outcome::Stale }
+    let won = |owner: Option<usize>, kind: Kind, id: &str, i: usize| {
+        if owner == Some(i) && alive.contains(&(kind, id.to_owned())) { Outcome::Applied } else { Outcome::Stale }
     };
-    let outcomes: Vec<Outcome> = batch
+    Ok(batch
         .iter()
         .enumerate()
         .map(|(i, inc)| {
             if !fresh[i] {
                 return Outcome::Duplicate;
             }
-            match &inc.event.change {
-                Change::UpsertUser(u) => won(p.users.get(u.id.as_str()).and_then(|n| n.owner), &users_alive, &u.id, i),
-                Change::UpsertOrganization(o) => {
-                    won(p.orgs.get(o.id.as_str()).and_then(|n| n.owner), &orgs_alive, &o.id, i)
-                }
-                Change::UpsertMembership { membership: m, .. } => {
-                    won(p.members.get(m.id.as_str()).and_then(|n| n.owner), &members_alive, &m.id, i)
-                }
-                Change::DeleteUser(_) | Change::DeleteOrganization(_) | Change::DeleteMembership { .. } => {
-                    Outcome::Applied
-                }
-                Change::Ignore => Outcome::Ignored,
+            match written_object(&inc.event.change) {
+                Some((Kind::User, id)) => won(p.users.get(id).and_then(|n| n.owner), Kind::User, id, i),
+                Some((Kind::Organization, id)) => won(p.orgs.get(id).and_then(|n| n.owner), Kind::Organization, id, i),
+                Some((Kind::Membership, id)) => won(p.members.get(id).and_then(|n| n.owner), Kind::Membership, id, i),
+                None if matches!(inc.event.change, Change::Ignore) => Outcome::Ignored,
+                None => Outcome::Applied,
             }
         })
-        .collect();
-    record_stale(conn, batch, &outcomes).await?;
-    Ok(outcomes)
+        .collect())
+}
+
+/// What `clerk.apply_changes` calls each table, as a Postgres `"char"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Organization,
+    User,
+    Membership,
+}
+
+impl Kind {
+    fn code(self) -> i8 {
+        (match self {
+            Self::Organization => b'o',
+            Self::User => b'u',
+            Self::Membership => b'm',
+        }) as i8
+    }
+
+    fn from_code(code: i8) -> Option<Self> {
+        [Self::Organization, Self::User, Self::Membership].into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// The object an upsert event writes (deletions and ignored types write none that can be stale).
+fn written_object(change: &Change) -> Option<(Kind, &str)> {
+    match change {
+        Change::UpsertUser(u) => Some((Kind::User, &u.id)),
+        Change::UpsertOrganization(o) => Some((Kind::Organization, &o.id)),
+        Change::UpsertMembership { membership: m, .. } => Some((Kind::Membership, &m.id)),
+        _ => None,
+    }
 }
 
 /// Inserts every svix-id with its provisional outcome (`ignored` for types not stored, else
@@ -185,195 +212,112 @@ async fn record_events(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Resul
     Ok(ids.iter().map(|id| inserted.contains(*id) && seen.insert(*id)).collect())
 }
 
-/// Corrects the provisional outcome of the events that turned out stale (usually few).
-async fn record_stale(
-    conn: &mut PgConnection,
-    batch: &[Incoming<'_>],
-    outcomes: &[Outcome],
-) -> Result<(), sqlx::Error> {
-    let stale: Vec<&str> =
-        batch.iter().zip(outcomes).filter(|(_, o)| **o == Outcome::Stale).map(|(m, _)| m.svix_id).collect();
-    if stale.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("UPDATE clerk.webhook_events SET outcome = 'stale' WHERE svix_id = ANY($1)")
-        .bind(&stale)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 fn raw_text(v: &Option<Box<serde_json::value::RawValue>>) -> Option<&str> {
     v.as_deref().map(serde_json::value::RawValue::get)
 }
 
-/// Ids of rows written and still alive (not tombstones).
-async fn alive(
-    query: sqlx::query::QueryAs<'_, sqlx::Postgres, (String, bool), sqlx::postgres::PgArguments>,
-    conn: &mut PgConnection,
-) -> Result<HashSet<String>, sqlx::Error> {
-    Ok(query.fetch_all(conn).await?.into_iter().filter(|(_, a)| *a).map(|(id, _)| id).collect())
+/// One column of the plan's rows, as a Postgres array parameter.
+fn col<'a, T: 'a, U>(rows: &NewestById<'a, T>, f: impl Fn(&Newest<'a, T>) -> U) -> Vec<U> {
+    rows.values().map(f).collect()
 }
 
-async fn upsert_users(conn: &mut PgConnection, rows: &NewestById<'_, User>) -> Result<HashSet<String>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let v: Vec<&Newest<'_, User>> = rows.values().collect();
-    let ids: Vec<&str> = rows.keys().copied().collect();
-    let q = sqlx::query_as(
-        "INSERT INTO clerk.users AS u (id, external_id, username, first_name, last_name, primary_email_address,
-             primary_phone_number, image_url, public_metadata, private_metadata, unsafe_metadata, banned, locked,
-             last_sign_in_at, created_at, updated_at, raw, synced_at)
-         SELECT x.id, x.external_id, x.username, x.first_name, x.last_name, x.email, x.phone, x.image_url,
-             x.pub::jsonb, x.priv::jsonb, x.uns::jsonb, x.banned, x.locked, x.last_sign_in_at, x.created_at,
-             x.updated_at, x.raw::jsonb, now()
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-             $9::text[], $10::text[], $11::text[], $12::bool[], $13::bool[], $14::timestamptz[], $15::timestamptz[],
-             $16::timestamptz[], $17::text[])
-             AS x(id, external_id, username, first_name, last_name, email, phone, image_url, pub, priv, uns, banned,
-                  locked, last_sign_in_at, created_at, updated_at, raw)
-         ORDER BY x.id
-         ON CONFLICT (id) DO UPDATE SET
-             external_id = EXCLUDED.external_id,
-             username = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.username END,
-             first_name = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.first_name END,
-             last_name = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.last_name END,
-             primary_email_address = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.primary_email_address END,
-             primary_phone_number = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.primary_phone_number END,
-             image_url = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.image_url END,
-             public_metadata = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.public_metadata END,
-             private_metadata = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.private_metadata END,
-             unsafe_metadata = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.unsafe_metadata END,
-             last_sign_in_at = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.last_sign_in_at END,
-             raw = CASE WHEN u.deleted_at IS NULL THEN EXCLUDED.raw END,
-             banned = EXCLUDED.banned,
-             locked = EXCLUDED.locked,
-             created_at = EXCLUDED.created_at,
-             updated_at = EXCLUDED.updated_at,
-             synced_at = now()
-         WHERE u.updated_at IS NULL OR u.updated_at < EXCLUDED.updated_at
-             OR (u.updated_at = EXCLUDED.updated_at AND u.raw IS DISTINCT FROM EXCLUDED.raw)
-         RETURNING u.id, u.deleted_at IS NULL",
-    )
-    .bind(ids)
-    .bind(v.iter().map(|n| n.object.external_id.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.username.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.first_name.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.last_name.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.primary_email()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.primary_phone()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.image_url.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| raw_text(&n.object.public_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| raw_text(&n.object.private_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| raw_text(&n.object.unsafe_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.banned).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.locked).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.last_sign_in_at.and_then(ms)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.created_at.and_then(ms)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| ms(n.updated_at)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.raw).collect::<Vec<_>>());
-    alive(q, conn).await
-}
-
-async fn upsert_orgs(
+/// Sends the plan to `clerk.apply_changes`; returns the (kind, id) of rows written and alive.
+async fn write_plan(
     conn: &mut PgConnection,
-    rows: &NewestById<'_, Organization>,
-) -> Result<HashSet<String>, sqlx::Error> {
-    if rows.is_empty() {
+    batch: &[Incoming<'_>],
+    fresh: &[bool],
+    p: &Plan<'_>,
+) -> Result<HashSet<(Kind, String)>, sqlx::Error> {
+    if p.orgs.is_empty()
+        && p.users.is_empty()
+        && p.members.is_empty()
+        && p.org_deletes.is_empty()
+        && p.user_deletes.is_empty()
+        && p.member_deletes.is_empty()
+    {
         return Ok(HashSet::new());
     }
-    let v: Vec<&Newest<'_, Organization>> = rows.values().collect();
-    let ids: Vec<&str> = rows.keys().copied().collect();
-    let q = sqlx::query_as(
-        "INSERT INTO clerk.organizations AS o (id, name, slug, image_url, created_by, members_count,
-             max_allowed_memberships, public_metadata, private_metadata, created_at, updated_at, raw, synced_at)
-         SELECT x.id, x.name, x.slug, x.image_url, x.created_by, x.members_count, x.max_allowed, x.pub::jsonb,
-             x.priv::jsonb, x.created_at, x.updated_at, x.raw::jsonb, now()
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::text[],
-             $9::text[], $10::timestamptz[], $11::timestamptz[], $12::text[])
-             AS x(id, name, slug, image_url, created_by, members_count, max_allowed, pub, priv, created_at, updated_at, raw)
-         ORDER BY x.id
-         ON CONFLICT (id) DO UPDATE SET
-             name = CASE WHEN o.deleted_at IS NULL THEN EXCLUDED.name END,
-             slug = CASE WHEN o.deleted_at IS NULL THEN EXCLUDED.slug END,
-             image_url = CASE WHEN o.deleted_at IS NULL THEN EXCLUDED.image_url END,
-             public_metadata = CASE WHEN o.deleted_at IS NULL THEN EXCLUDED.public_metadata END,
-             private_metadata = CASE WHEN o.deleted_at IS NULL THEN EXCLUDED.private_metadata END,
-             raw = CASE WHEN o.deleted_at IS NULL THEN EXCLUDED.raw END,
-             created_by = EXCLUDED.created_by,
-             members_count = EXCLUDED.members_count,
-             max_allowed_memberships = EXCLUDED.max_allowed_memberships,
-             created_at = EXCLUDED.created_at,
-             updated_at = EXCLUDED.updated_at,
-             synced_at = now()
-         WHERE o.updated_at IS NULL OR o.updated_at < EXCLUDED.updated_at
-             OR (o.updated_at = EXCLUDED.updated_at AND o.raw IS DISTINCT FROM EXCLUDED.raw)
-         RETURNING o.id, o.deleted_at IS NULL",
+    let (o, u, m) = (&p.orgs, &p.users, &p.members);
+    let keys = |d: &DeletionsById<'_>| d.keys().map(|k| (*k).to_owned()).collect::<Vec<String>>();
+    let at = |d: &DeletionsById<'_>| d.values().map(|d| ms(d.deleted_at)).collect::<Vec<_>>();
+    let events: Vec<(usize, Kind, &str)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fresh[*i])
+        .filter_map(|(i, inc)| written_object(&inc.event.change).map(|(k, id)| (i, k, id)))
+        .collect();
+    let owner = |i: usize, kind: Kind, id: &str| {
+        let owner = match kind {
+            Kind::Organization => o.get(id).and_then(|n| n.owner),
+            Kind::User => u.get(id).and_then(|n| n.owner),
+            Kind::Membership => m.get(id).and_then(|n| n.owner),
+        };
+        owner == Some(i)
+    };
+    let rows: Vec<(i8, String)> = sqlx::query_as(
+        "SELECT written_kind, written_id FROM clerk.apply_changes(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35,
+             $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51)",
     )
-    .bind(ids)
-    .bind(v.iter().map(|n| n.object.name.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.slug.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.image_url.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.created_by.as_deref()).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.members_count).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.max_allowed_memberships).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| raw_text(&n.object.public_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| raw_text(&n.object.private_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.created_at.and_then(ms)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| ms(n.updated_at)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.raw).collect::<Vec<_>>());
-    alive(q, conn).await
-}
-
-async fn upsert_memberships(
-    conn: &mut PgConnection,
-    rows: &NewestById<'_, Membership>,
-) -> Result<HashSet<String>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let v: Vec<&Newest<'_, Membership>> = rows.values().collect();
-    let ids: Vec<&str> = rows.keys().copied().collect();
-    let org_ids: Vec<Option<String>> = v.iter().map(|n| nested_org_id(n.object)).collect();
-    let permissions: Vec<Option<String>> =
-        v.iter().map(|n| n.object.permissions.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default())).collect();
-    let q = sqlx::query_as(
-        "INSERT INTO clerk.organization_memberships AS m (id, organization_id, user_id, role, permissions,
-             public_metadata, private_metadata, created_at, updated_at, raw, synced_at)
-         SELECT x.id, x.organization_id, x.user_id, x.role,
-             CASE WHEN x.permissions IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.permissions::jsonb)) END,
-             x.pub::jsonb, x.priv::jsonb, x.created_at, x.updated_at, x.raw::jsonb, now()
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-             $8::timestamptz[], $9::timestamptz[], $10::text[])
-             AS x(id, organization_id, user_id, role, permissions, pub, priv, created_at, updated_at, raw)
-         ORDER BY x.id
-         ON CONFLICT (id) DO UPDATE SET
-             public_metadata = CASE WHEN m.deleted_at IS NULL THEN EXCLUDED.public_metadata END,
-             private_metadata = CASE WHEN m.deleted_at IS NULL THEN EXCLUDED.private_metadata END,
-             raw = CASE WHEN m.deleted_at IS NULL THEN EXCLUDED.raw END,
-             organization_id = EXCLUDED.organization_id,
-             user_id = EXCLUDED.user_id,
-             role = EXCLUDED.role,
-             permissions = EXCLUDED.permissions,
-             created_at = EXCLUDED.created_at,
-             updated_at = EXCLUDED.updated_at,
-             synced_at = now()
-         WHERE m.updated_at IS NULL OR m.updated_at < EXCLUDED.updated_at
-             OR (m.updated_at = EXCLUDED.updated_at AND m.raw IS DISTINCT FROM EXCLUDED.raw)
-         RETURNING m.id, m.deleted_at IS NULL",
-    )
-    .bind(ids)
-    .bind(org_ids)
-    .bind(v.iter().map(|n| n.object.public_user_data.as_ref().and_then(|p| p.user_id.as_deref())).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.role.as_deref()).collect::<Vec<_>>())
-    .bind(permissions)
-    .bind(v.iter().map(|n| raw_text(&n.object.public_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| raw_text(&n.object.private_metadata)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.object.created_at.and_then(ms)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| ms(n.updated_at)).collect::<Vec<_>>())
-    .bind(v.iter().map(|n| n.raw).collect::<Vec<_>>());
-    alive(q, conn).await
+    // Organizations, their deletions.
+    .bind(col(o, |n| n.object.id.as_str()))
+    .bind(col(o, |n| n.object.name.as_deref()))
+    .bind(col(o, |n| n.object.slug.as_deref()))
+    .bind(col(o, |n| n.object.image_url.as_deref()))
+    .bind(col(o, |n| n.object.created_by.as_deref()))
+    .bind(col(o, |n| n.object.members_count))
+    .bind(col(o, |n| n.object.max_allowed_memberships))
+    .bind(col(o, |n| raw_text(&n.object.public_metadata)))
+    .bind(col(o, |n| raw_text(&n.object.private_metadata)))
+    .bind(col(o, |n| n.object.created_at.and_then(ms)))
+    .bind(col(o, |n| ms(n.updated_at)))
+    .bind(col(o, |n| n.raw))
+    .bind(col(o, |n| n.owner.is_none()))
+    .bind(keys(&p.org_deletes))
+    .bind(at(&p.org_deletes))
+    // Users, their deletions.
+    .bind(col(u, |n| n.object.id.as_str()))
+    .bind(col(u, |n| n.object.external_id.as_deref()))
+    .bind(col(u, |n| n.object.username.as_deref()))
+    .bind(col(u, |n| n.object.first_name.as_deref()))
+    .bind(col(u, |n| n.object.last_name.as_deref()))
+    .bind(col(u, |n| n.object.primary_email()))
+    .bind(col(u, |n| n.object.primary_phone()))
+    .bind(col(u, |n| n.object.image_url.as_deref()))
+    .bind(col(u, |n| raw_text(&n.object.public_metadata)))
+    .bind(col(u, |n| raw_text(&n.object.private_metadata)))
+    .bind(col(u, |n| raw_text(&n.object.unsafe_metadata)))
+    .bind(col(u, |n| n.object.banned))
+    .bind(col(u, |n| n.object.locked))
+    .bind(col(u, |n| n.object.last_sign_in_at.and_then(ms)))
+    .bind(col(u, |n| n.object.created_at.and_then(ms)))
+    .bind(col(u, |n| ms(n.updated_at)))
+    .bind(col(u, |n| n.raw))
+    .bind(keys(&p.user_deletes))
+    .bind(p.user_deletes.values().map(|d| d.external_id).collect::<Vec<_>>())
+    .bind(at(&p.user_deletes))
+    // Memberships, their deletions.
+    .bind(col(m, |n| n.object.id.as_str()))
+    .bind(col(m, |n| nested_org_id(n.object)))
+    .bind(col(m, |n| n.object.public_user_data.as_ref().and_then(|p| p.user_id.as_deref())))
+    .bind(col(m, |n| n.object.role.as_deref()))
+    .bind(col(m, |n| n.object.permissions.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default())))
+    .bind(col(m, |n| raw_text(&n.object.public_metadata)))
+    .bind(col(m, |n| raw_text(&n.object.private_metadata)))
+    .bind(col(m, |n| n.object.created_at.and_then(ms)))
+    .bind(col(m, |n| ms(n.updated_at)))
+    .bind(col(m, |n| n.raw))
+    .bind(keys(&p.member_deletes))
+    .bind(at(&p.member_deletes))
+    // The fresh upsert events, for their outcomes.
+    .bind(events.iter().map(|(i, _, _)| batch[*i].svix_id).collect::<Vec<&str>>())
+    .bind(events.iter().map(|(_, k, _)| k.code()).collect::<Vec<i8>>())
+    .bind(events.iter().map(|(_, _, id)| *id).collect::<Vec<&str>>())
+    .bind(events.iter().map(|(i, k, id)| owner(*i, *k, id)).collect::<Vec<bool>>())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().filter_map(|(k, id)| Kind::from_code(k).map(|k| (k, id))).collect())
 }
 
 /// The organization id of a membership, read from its nested organization even when that
@@ -384,77 +328,4 @@ fn nested_org_id(m: &Membership) -> Option<String> {
         id: Option<String>,
     }
     m.organization.as_ref().and_then(|raw| serde_json::from_str::<Id>(raw.get()).ok()).and_then(|o| o.id)
-}
-
-const TOMBSTONE_USERS: &str = "INSERT INTO clerk.users AS t (id, external_id, deleted_at, synced_at)
-     SELECT x.id, x.external_id, x.deleted_at, now()
-     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS x(id, external_id, deleted_at) ORDER BY x.id
-     ON CONFLICT (id) DO UPDATE SET
-         deleted_at = LEAST(COALESCE(t.deleted_at, EXCLUDED.deleted_at), EXCLUDED.deleted_at),
-         external_id = COALESCE(EXCLUDED.external_id, t.external_id),
-         username = NULL, first_name = NULL, last_name = NULL, primary_email_address = NULL,
-         primary_phone_number = NULL, image_url = NULL, public_metadata = NULL, private_metadata = NULL,
-         unsafe_metadata = NULL, last_sign_in_at = NULL, raw = NULL, synced_at = now()";
-
-const TOMBSTONE_ORGS: &str = "INSERT INTO clerk.organizations AS t (id, deleted_at, synced_at)
-     SELECT x.id, x.deleted_at, now()
-     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS x(id, external_id, deleted_at) ORDER BY x.id
-     ON CONFLICT (id) DO UPDATE SET
-         deleted_at = LEAST(COALESCE(t.deleted_at, EXCLUDED.deleted_at), EXCLUDED.deleted_at),
-         name = NULL, slug = NULL, image_url = NULL, public_metadata = NULL, private_metadata = NULL,
-         raw = NULL, synced_at = now()";
-
-const TOMBSTONE_MEMBERSHIPS: &str = "INSERT INTO clerk.organization_memberships AS t (id, deleted_at, synced_at)
-     SELECT x.id, x.deleted_at, now()
-     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS x(id, external_id, deleted_at) ORDER BY x.id
-     ON CONFLICT (id) DO UPDATE SET
-         deleted_at = LEAST(COALESCE(t.deleted_at, EXCLUDED.deleted_at), EXCLUDED.deleted_at),
-         public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()";
-
-async fn tombstone(conn: &mut PgConnection, sql: &'static str, rows: &DeletionsById<'_>) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(sql)
-        .bind(rows.keys().copied().collect::<Vec<_>>())
-        .bind(rows.values().map(|d| d.external_id).collect::<Vec<_>>())
-        .bind(rows.values().map(|d| ms(d.deleted_at)).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Memberships of a tombstoned user: those of users deleted in this batch, and those written in
-/// this batch whose user was deleted before. The earliest deletion wins, as for the rows themselves.
-const CASCADE_FROM_USERS: &str = "UPDATE clerk.organization_memberships AS m SET
-         deleted_at = LEAST(COALESCE(m.deleted_at, p.deleted_at), p.deleted_at),
-         public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()
-     FROM clerk.users AS p
-     WHERE m.id IN (SELECT id FROM clerk.organization_memberships WHERE user_id = ANY($1)
-                    UNION SELECT unnest($2::text[]))
-       AND p.id = m.user_id AND p.deleted_at IS NOT NULL
-       AND (m.deleted_at IS NULL OR m.deleted_at > p.deleted_at OR m.raw IS NOT NULL
-            OR m.public_metadata IS NOT NULL OR m.private_metadata IS NOT NULL)";
-
-const CASCADE_FROM_ORGS: &str = "UPDATE clerk.organization_memberships AS m SET
-         deleted_at = LEAST(COALESCE(m.deleted_at, p.deleted_at), p.deleted_at),
-         public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()
-     FROM clerk.organizations AS p
-     WHERE m.id IN (SELECT id FROM clerk.organization_memberships WHERE organization_id = ANY($1)
-                    UNION SELECT unnest($2::text[]))
-       AND p.id = m.organization_id AND p.deleted_at IS NOT NULL
-       AND (m.deleted_at IS NULL OR m.deleted_at > p.deleted_at OR m.raw IS NOT NULL
-            OR m.public_metadata IS NOT NULL OR m.private_metadata IS NOT NULL)";
-
-async fn cascade(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    deleted: &DeletionsById<'_>,
-    touched: &[&str],
-) -> Result<(), sqlx::Error> {
-    if deleted.is_empty() && touched.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(sql).bind(deleted.keys().copied().collect::<Vec<_>>()).bind(touched).execute(conn).await?;
-    Ok(())
 }

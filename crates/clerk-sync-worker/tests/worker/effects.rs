@@ -187,6 +187,40 @@ async fn organizations_and_memberships_are_stored_and_a_membership_upserts_its_n
 }
 
 #[tokio::test]
+async fn an_organization_event_wins_over_the_copy_nested_in_a_membership_at_the_same_version_in_either_order() {
+    let env = setup("fx-nest").await;
+    let worker = env.start_worker().await;
+    // Same version, different bodies: the organization's own event carries more fields.
+    let full = |id: &str| {
+        let mut o = organization(id, "Acme", T + 10);
+        o["only_in_the_full_body"] = json!(true);
+        o
+    };
+    let with_nested = |mid: &str, oid: &str| {
+        let mut m = membership(mid, oid, "user_n", "org:member", T + 20);
+        m["organization"] = organization(oid, "Acme", T + 10);
+        envelope("organizationMembership.created", m, T + 20)
+    };
+    // org_n1: nested copy first, then the organization's event. org_n2: the other way round.
+    env.publish_event(&svix_id(), &with_nested("orgmem_n1", "org_n1")).await;
+    env.wait_processed(1, Duration::from_secs(10)).await;
+    let own_1 = svix_id();
+    env.publish_event(&own_1, &envelope("organization.updated", full("org_n1"), T + 10)).await;
+    env.publish_event(&svix_id(), &envelope("organization.updated", full("org_n2"), T + 10)).await;
+    env.wait_processed(3, Duration::from_secs(10)).await;
+    env.publish_event(&svix_id(), &with_nested("orgmem_n2", "org_n2")).await;
+    env.wait_processed(4, Duration::from_secs(10)).await;
+    for id in ["org_n1", "org_n2"] {
+        let raw = &env.row("organizations", id).await.unwrap()["raw"];
+        assert_eq!(raw["only_in_the_full_body"], true, "{id} keeps the complete body: {raw}");
+    }
+    assert_eq!(env.outcome(&own_1).await.as_deref(), Some("applied"));
+    assert!(env.row("organization_memberships", "orgmem_n2").await.is_some());
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_deleted_membership_is_a_tombstone_keeping_its_ids_and_role() {
     let env = setup("fx-mdel").await;
     let worker = env.start_worker().await;

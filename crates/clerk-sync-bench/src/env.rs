@@ -1,7 +1,6 @@
 //! One bench run's private world: a fresh signing secret, a bench-only exchange/queue prefix, a
 //! freshly created and migrated Postgres database, and their removal at the end.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,8 +17,6 @@ use sqlx::{Connection as _, PgConnection};
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_ADMIN_DB_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const DB_PREFIX: &str = "clerk_bench_";
-/// Debian's Unix socket directory for the local Postgres.
-const SOCKET_DIR: &str = "/var/run/postgresql";
 
 pub struct BenchEnv {
     /// 8 hex digits naming everything this run creates.
@@ -125,16 +122,11 @@ impl BenchEnv {
         Ok(PgPoolOptions::new().max_connections(connections).connect(&self.db_url).await?)
     }
 
-    /// How the database ceiling connects: through the local Unix socket when the server is on this
-    /// machine. sqlx 0.9.0 does not set TCP_NODELAY (launchbadge/sqlx#4335), so over TCP a
-    /// large Bind followed by a small message waits out Nagle against delayed ACK (~40 ms); the
-    /// ceiling is the database's, not that client bug's. The services use `DATABASE_URL` as given.
+    /// How the database ceiling connects: exactly as the worker does, through `DATABASE_URL`
+    /// (TCP, and TLS when the server offers it), so the ratio compares the work and not the
+    /// transport. (It used the Unix socket while sqlx 0.9.0 lacked TCP_NODELAY; see vendor/README.md.)
     pub fn ceiling_connect_options(&self) -> anyhow::Result<PgConnectOptions> {
-        let options: PgConnectOptions = self.db_url.parse()?;
-        let dir = Path::new(SOCKET_DIR);
-        let local = matches!(options.get_host(), "127.0.0.1" | "localhost" | "::1");
-        let socket = dir.join(format!(".s.PGSQL.{}", options.get_port()));
-        Ok(if options.get_socket().is_none() && local && socket.exists() { options.socket(dir) } else { options })
+        Ok(self.db_url.parse()?)
     }
 
     pub async fn amqp(&self) -> anyhow::Result<Connection> {

@@ -6,6 +6,7 @@
 //! and holds its messages unacknowledged until the database is back or shutdown gives up on it
 //! (then the broker redelivers them to someone else).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acks::AckWindow;
 use crate::db::{self, ErrorClass, Incoming, Outcome};
 use crate::event::{self, ParsedEvent};
+use crate::in_flight::InFlight;
 use crate::metrics::WorkerMetrics;
 use crate::settle::{self, Failure, RetryPolicy, Settled};
 
@@ -28,6 +30,8 @@ pub struct Processor {
     pub metrics: WorkerMetrics,
     /// Fired when shutdown stops waiting: a batch stuck on the database gives up without acking.
     pub give_up: CancellationToken,
+    /// Svix-ids being applied by this process's batches (see `in_flight`).
+    pub in_flight: Arc<InFlight>,
 }
 
 struct Ready {
@@ -65,13 +69,29 @@ impl Processor {
                 Err(f) => failed.push((i, f)),
             }
         }
-        let Some(results) = self.apply_all(&ready).await else {
+        // Copies of messages another batch is applying wait for it, in a second transaction.
+        let (claim, free) = self.in_flight.claim_free(ready.iter().map(|r| r.svix_id.as_str()));
+        let (now, later): (Vec<&Ready>, Vec<&Ready>) = {
+            let mut free = free.into_iter();
+            ready.iter().partition(|_| free.next().unwrap_or(true))
+        };
+        let Some(mut results) = self.apply_all(&now).await else {
             tracing::warn!(messages = deliveries.len(), "gave up on a batch at shutdown; the broker will redeliver it");
             return;
         };
+        drop(claim);
+        if !later.is_empty() {
+            let ids: Vec<&str> = later.iter().map(|r| r.svix_id.as_str()).collect();
+            let _claim = self.in_flight.claim_all(&ids).await;
+            let Some(more) = self.apply_all(&later).await else {
+                tracing::warn!(messages = later.len(), "gave up on redelivered copies at shutdown");
+                return;
+            };
+            results.extend(more);
+        }
         let now_s = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         let mut committed = Vec::with_capacity(ready.len());
-        for (r, result) in ready.iter().zip(results) {
+        for (r, result) in now.iter().chain(&later).zip(results) {
             let d = &deliveries[r.index];
             match result {
                 Ok(outcome) => {
@@ -122,13 +142,13 @@ impl Processor {
 
     /// Applies every ready message: the whole batch in one transaction, or one per message if the
     /// batch is refused. `None` if shutdown gave up while the database was unavailable.
-    async fn apply_all(&self, ready: &[Ready]) -> Option<Vec<Result<Outcome, Failure>>> {
+    async fn apply_all(&self, ready: &[&Ready]) -> Option<Vec<Result<Outcome, Failure>>> {
         if ready.is_empty() {
             return Some(Vec::new());
         }
         let mut wait = self.transient_backoff();
         loop {
-            match self.apply_tx(ready.iter()).await {
+            match self.apply_tx(ready.iter().copied()).await {
                 Ok(outcomes) => {
                     self.metrics.set_state_if_paused();
                     return Some(outcomes.into_iter().map(Ok).collect());
@@ -143,7 +163,7 @@ impl Processor {
         let mut results = Vec::with_capacity(ready.len());
         for r in ready {
             loop {
-                match self.apply_tx(std::iter::once(r)).await {
+                match self.apply_tx(std::iter::once(*r)).await {
                     Ok(mut outcomes) => {
                         results.push(Ok(outcomes.remove(0)));
                         break;

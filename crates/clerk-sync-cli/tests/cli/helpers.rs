@@ -79,8 +79,15 @@ impl Env {
         self.probe.publish(&self.topology.dead_exchange(), event_type, body.as_bytes(), properties).await;
     }
 
+    /// Deletes the queues, including the retry queues the CLI and the gateway declare with the
+    /// default delays (the test itself declared none).
     pub async fn cleanup(self) {
-        self.probe.delete_topology(&self.topology, &[]).await;
+        let defaults = clerk_sync_core::settings::Settings::load(
+            &clerk_sync_core::settings::Sources { file: None, env: Default::default() },
+            &[],
+        )
+        .unwrap();
+        self.probe.delete_topology(&self.topology, &defaults.worker.retry_delays).await;
     }
 }
 

@@ -203,26 +203,25 @@ BEGIN
 
     -- Memberships of a tombstoned user or organization: those of the users and organizations
     -- deleted in this batch, and those written in this batch whose user or organization was
-    -- deleted before. The earliest deletion wins, as for the rows themselves.
-    IF cardinality(ud_id) > 0 OR cardinality(m_id) > 0 THEN
+    -- deleted before. The earliest deletion wins (of the membership's own, its user's and its
+    -- organization's), as for the rows themselves.
+    IF cardinality(ud_id) > 0 OR cardinality(od_id) > 0 OR cardinality(m_id) > 0 THEN
         UPDATE clerk.organization_memberships AS m SET
             deleted_at = LEAST(COALESCE(m.deleted_at, p.deleted_at), p.deleted_at),
             public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()
-        FROM clerk.users AS p
-        WHERE m.id IN (SELECT c.id FROM clerk.organization_memberships AS c WHERE c.user_id = ANY (ud_id)
-                       UNION SELECT unnest(m_id))
-          AND p.id = m.user_id AND p.deleted_at IS NOT NULL
-          AND (m.deleted_at IS NULL OR m.deleted_at > p.deleted_at OR m.raw IS NOT NULL
-               OR m.public_metadata IS NOT NULL OR m.private_metadata IS NOT NULL);
-    END IF;
-    IF cardinality(od_id) > 0 OR cardinality(m_id) > 0 THEN
-        UPDATE clerk.organization_memberships AS m SET
-            deleted_at = LEAST(COALESCE(m.deleted_at, p.deleted_at), p.deleted_at),
-            public_metadata = NULL, private_metadata = NULL, raw = NULL, synced_at = now()
-        FROM clerk.organizations AS p
-        WHERE m.id IN (SELECT c.id FROM clerk.organization_memberships AS c WHERE c.organization_id = ANY (od_id)
-                       UNION SELECT unnest(m_id))
-          AND p.id = m.organization_id AND p.deleted_at IS NOT NULL
+        FROM (SELECT c.id, min(d.deleted_at) AS deleted_at
+              FROM clerk.organization_memberships AS c
+              CROSS JOIN LATERAL (
+                  SELECT u.deleted_at FROM clerk.users AS u WHERE u.id = c.user_id AND u.deleted_at IS NOT NULL
+                  UNION ALL
+                  SELECT o.deleted_at FROM clerk.organizations AS o
+                  WHERE o.id = c.organization_id AND o.deleted_at IS NOT NULL) AS d
+              WHERE c.id IN (SELECT a.id FROM clerk.organization_memberships AS a WHERE a.user_id = ANY (ud_id)
+                             UNION SELECT b.id FROM clerk.organization_memberships AS b
+                                   WHERE b.organization_id = ANY (od_id)
+                             UNION SELECT unnest(m_id))
+              GROUP BY c.id) AS p
+        WHERE m.id = p.id
           AND (m.deleted_at IS NULL OR m.deleted_at > p.deleted_at OR m.raw IS NOT NULL
                OR m.public_metadata IS NOT NULL OR m.private_metadata IS NOT NULL);
     END IF;

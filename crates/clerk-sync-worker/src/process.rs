@@ -80,18 +80,22 @@ impl Processor {
             return;
         };
         drop(claim);
+        let mut applied = now;
         if !later.is_empty() {
             let ids: Vec<&str> = later.iter().map(|r| r.svix_id.as_str()).collect();
             let _claim = self.in_flight.claim_all(&ids).await;
-            let Some(more) = self.apply_all(&later).await else {
-                tracing::warn!(messages = later.len(), "gave up on redelivered copies at shutdown");
-                return;
-            };
-            results.extend(more);
+            match self.apply_all(&later).await {
+                Some(more) => {
+                    results.extend(more);
+                    applied.extend(later);
+                }
+                // What the first transaction committed is still acked below.
+                None => tracing::warn!(messages = later.len(), "gave up on redelivered copies at shutdown"),
+            }
         }
         let now_s = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         let mut committed = Vec::with_capacity(ready.len());
-        for (r, result) in now.iter().chain(&later).zip(results) {
+        for (r, result) in applied.iter().zip(results) {
             let d = &deliveries[r.index];
             match result {
                 Ok(outcome) => {

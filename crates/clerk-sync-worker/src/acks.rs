@@ -80,11 +80,6 @@ impl AckWindow {
             ack(&acker, false).await;
         }
     }
-
-    /// Deliveries settled but not yet acknowledged (for tests and shutdown logs).
-    pub async fn pending(&self) -> usize {
-        self.state.lock().await.settled.len()
-    }
 }
 
 async fn ack(acker: &Acker, multiple: bool) {

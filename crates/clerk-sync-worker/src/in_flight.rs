@@ -69,12 +69,9 @@ impl InFlight {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -102,7 +99,7 @@ mod tests {
         assert_eq!(free_a, vec![true, true]);
         let (_b, free_b) = f.claim_free(["m2", "m3", "m3"]);
         assert_eq!(free_b, vec![false, true, true]);
-        assert_eq!(f.len(), 3);
+        assert_eq!(f.held(), 3);
     }
 
     #[test]
@@ -110,7 +107,7 @@ mod tests {
         let f = InFlight::new();
         let (a, _) = f.claim_free(["m1"]);
         drop(a);
-        assert!(f.is_empty());
+        assert_eq!(f.held(), 0);
         let (_b, free) = f.claim_free(["m1"]);
         assert_eq!(free, vec![true]);
     }
@@ -131,6 +128,6 @@ mod tests {
         assert!(!waiter.is_finished(), "m2 is still held");
         drop(a);
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
-        assert!(f.is_empty());
+        assert_eq!(f.held(), 0);
     }
 }

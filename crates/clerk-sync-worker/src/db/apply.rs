@@ -69,6 +69,26 @@ struct Plan<'a> {
     member_deletes: DeletionsById<'a>,
 }
 
+impl Plan<'_> {
+    fn is_empty(&self) -> bool {
+        self.orgs.is_empty()
+            && self.users.is_empty()
+            && self.members.is_empty()
+            && self.org_deletes.is_empty()
+            && self.user_deletes.is_empty()
+            && self.member_deletes.is_empty()
+    }
+
+    /// The message whose version of this object the plan kept (`None` for a nested organization).
+    fn owner(&self, kind: Kind, id: &str) -> Option<usize> {
+        match kind {
+            Kind::Organization => self.orgs.get(id).and_then(|n| n.owner),
+            Kind::User => self.users.get(id).and_then(|n| n.owner),
+            Kind::Membership => self.members.get(id).and_then(|n| n.owner),
+        }
+    }
+}
+
 fn plan<'a>(batch: &'a [Incoming<'a>], fresh: &[bool]) -> Plan<'a> {
     let mut p = Plan::default();
     for (i, inc) in batch.iter().enumerate().filter(|(i, _)| fresh[*i]) {
@@ -122,9 +142,6 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
     let p = plan(batch, &fresh);
     let alive = write_plan(conn, batch, &fresh, &p).await?;
 
-    let won = |owner: Option<usize>, kind: Kind, id: &str, i: usize| {
-        if owner == Some(i) && alive.contains(&(kind, id.to_owned())) { Outcome::Applied } else { Outcome::Stale }
-    };
     Ok(batch
         .iter()
         .enumerate()
@@ -133,9 +150,8 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
                 return Outcome::Duplicate;
             }
             match written_object(&inc.event.change) {
-                Some((Kind::User, id)) => won(p.users.get(id).and_then(|n| n.owner), Kind::User, id, i),
-                Some((Kind::Organization, id)) => won(p.orgs.get(id).and_then(|n| n.owner), Kind::Organization, id, i),
-                Some((Kind::Membership, id)) => won(p.members.get(id).and_then(|n| n.owner), Kind::Membership, id, i),
+                Some((kind, id)) if p.owner(kind, id) == Some(i) && alive.contains(kind, id) => Outcome::Applied,
+                Some(_) => Outcome::Stale,
                 None if matches!(inc.event.change, Change::Ignore) => Outcome::Ignored,
                 None => Outcome::Applied,
             }
@@ -143,8 +159,26 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
         .collect())
 }
 
+/// The ids `clerk.apply_changes` wrote and left alive (not tombstones), by kind.
+#[derive(Default)]
+struct Alive {
+    orgs: HashSet<String>,
+    users: HashSet<String>,
+    members: HashSet<String>,
+}
+
+impl Alive {
+    fn contains(&self, kind: Kind, id: &str) -> bool {
+        match kind {
+            Kind::Organization => self.orgs.contains(id),
+            Kind::User => self.users.contains(id),
+            Kind::Membership => self.members.contains(id),
+        }
+    }
+}
+
 /// What `clerk.apply_changes` calls each table, as a Postgres `"char"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Organization,
     User,
@@ -227,18 +261,14 @@ async fn write_plan(
     batch: &[Incoming<'_>],
     fresh: &[bool],
     p: &Plan<'_>,
-) -> Result<HashSet<(Kind, String)>, sqlx::Error> {
-    if p.orgs.is_empty()
-        && p.users.is_empty()
-        && p.members.is_empty()
-        && p.org_deletes.is_empty()
-        && p.user_deletes.is_empty()
-        && p.member_deletes.is_empty()
-    {
-        return Ok(HashSet::new());
+) -> Result<Alive, sqlx::Error> {
+    if p.is_empty() {
+        return Ok(Alive::default());
     }
     let (o, u, m) = (&p.orgs, &p.users, &p.members);
-    let keys = |d: &DeletionsById<'_>| d.keys().map(|k| (*k).to_owned()).collect::<Vec<String>>();
+    fn keys<'a>(d: &DeletionsById<'a>) -> Vec<&'a str> {
+        d.keys().copied().collect()
+    }
     let at = |d: &DeletionsById<'_>| d.values().map(|d| ms(d.deleted_at)).collect::<Vec<_>>();
     let events: Vec<(usize, Kind, &str)> = batch
         .iter()
@@ -246,14 +276,6 @@ async fn write_plan(
         .filter(|(i, _)| fresh[*i])
         .filter_map(|(i, inc)| written_object(&inc.event.change).map(|(k, id)| (i, k, id)))
         .collect();
-    let owner = |i: usize, kind: Kind, id: &str| {
-        let owner = match kind {
-            Kind::Organization => o.get(id).and_then(|n| n.owner),
-            Kind::User => u.get(id).and_then(|n| n.owner),
-            Kind::Membership => m.get(id).and_then(|n| n.owner),
-        };
-        owner == Some(i)
-    };
     let rows: Vec<(i8, String)> = sqlx::query_as(
         "SELECT written_kind, written_id FROM clerk.apply_changes(
              $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
@@ -314,10 +336,19 @@ async fn write_plan(
     .bind(events.iter().map(|(i, _, _)| batch[*i].svix_id).collect::<Vec<&str>>())
     .bind(events.iter().map(|(_, k, _)| k.code()).collect::<Vec<i8>>())
     .bind(events.iter().map(|(_, _, id)| *id).collect::<Vec<&str>>())
-    .bind(events.iter().map(|(i, k, id)| owner(*i, *k, id)).collect::<Vec<bool>>())
+    .bind(events.iter().map(|(i, k, id)| p.owner(*k, id) == Some(*i)).collect::<Vec<bool>>())
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().filter_map(|(k, id)| Kind::from_code(k).map(|k| (k, id))).collect())
+    let mut alive = Alive::default();
+    for (code, id) in rows {
+        match Kind::from_code(code) {
+            Some(Kind::Organization) => alive.orgs.insert(id),
+            Some(Kind::User) => alive.users.insert(id),
+            Some(Kind::Membership) => alive.members.insert(id),
+            None => false,
+        };
+    }
+    Ok(alive)
 }
 
 /// The organization id of a membership, read from its nested organization even when that

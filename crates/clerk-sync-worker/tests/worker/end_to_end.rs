@@ -26,19 +26,9 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     let body = samples::sample("user.created", chrono::Utc::now().timestamp_millis()).unwrap().to_string();
     let id = svix_id();
     let ts = chrono::Utc::now().timestamp();
-    let signature =
-        clerk_sync_core::signing::sign(&SecretString::from(SECRET.to_owned()), &id, ts, body.as_bytes()).unwrap();
     let client = reqwest::Client::new();
     let status = clerk_sync_testkit::wait_until_value(Duration::from_secs(10), "the gateway accepts", || async {
-        let response = client
-            .post(&url)
-            .header("svix-id", &id)
-            .header("svix-timestamp", ts.to_string())
-            .header("svix-signature", &signature)
-            .body(body.clone())
-            .send()
-            .await
-            .ok()?;
+        let response = post_signed(&client, &url, &id, ts, &body).await.ok()?;
         (response.status() != 503).then_some(response.status().as_u16())
     })
     .await;
@@ -50,18 +40,7 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     assert_eq!(env.outcome(&id).await.as_deref(), Some("applied"));
 
     // A replay: the same svix-id with a fresh, valid signature. Accepted, and applied once.
-    let ts = chrono::Utc::now().timestamp() + 1;
-    let signature =
-        clerk_sync_core::signing::sign(&SecretString::from(SECRET.to_owned()), &id, ts, body.as_bytes()).unwrap();
-    let replay = client
-        .post(&url)
-        .header("svix-id", &id)
-        .header("svix-timestamp", ts.to_string())
-        .header("svix-signature", &signature)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let replay = post_signed(&client, &url, &id, chrono::Utc::now().timestamp() + 1, &body).await.unwrap();
     assert_eq!(replay.status(), 202);
     clerk_sync_testkit::wait_until(Duration::from_secs(10), "the replay is counted as a duplicate", || async {
         env.metrics(&worker)
@@ -75,4 +54,24 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     gateway_task.await.unwrap().unwrap();
     worker.stop().await;
     env.cleanup().await;
+}
+
+/// POSTs `body` signed with the test secret for `id` at `ts`, as Svix would.
+async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+    ts: i64,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let signature =
+        clerk_sync_core::signing::sign(&SecretString::from(SECRET.to_owned()), id, ts, body.as_bytes()).unwrap();
+    client
+        .post(url)
+        .header("svix-id", id)
+        .header("svix-timestamp", ts.to_string())
+        .header("svix-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
 }

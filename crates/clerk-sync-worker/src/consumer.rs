@@ -1,7 +1,8 @@
-//! Consuming the main queue: one AMQP connection with a prefetch window, batches cut by size or by
-//! a short linger, and at most `concurrency` batches in flight (the rest wait, so a stalled
-//! database stops the worker from taking more). Reconnects with backoff when the broker goes away.
-//! On shutdown it cancels the consumer, lets the batches in hand finish, and closes cleanly.
+//! Consuming the main queue: one AMQP connection with a prefetch window, each delivery parsed and
+//! handed to its lane (`lanes`: `concurrency` transactions, each owning a share of the objects).
+//! The prefetch window bounds what is in hand: a stalled database stops acks, so the broker stops
+//! delivering. Reconnects with backoff when the broker goes away. On shutdown it cancels the
+//! consumer, lets the batches in hand finish, and closes cleanly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +14,11 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acks::AckWindow;
+use crate::lanes::Lanes;
 use crate::process::Processor;
 
 #[derive(Debug, Clone)]
@@ -49,10 +50,9 @@ pub async fn run(opts: ConsumerOptions, processor: Arc<Processor>, shutdown: Can
         max_elapsed_time: None,
         ..Default::default()
     };
-    let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     loop {
         processor.metrics.set_state("disconnected");
-        match consume_once(&opts, &processor, &shutdown, &tracker, &permits, &mut backoff).await {
+        match consume_once(&opts, &processor, &shutdown, &tracker, &mut backoff).await {
             Ok(Ended::Shutdown) => break,
             Ok(Ended::Lost(reason)) => tracing::warn!(%reason, "lost the consumer connection; reconnecting"),
             Err(e) => tracing::warn!(error = %e, "cannot consume from RabbitMQ; retrying"),
@@ -71,7 +71,6 @@ async fn consume_once(
     processor: &Arc<Processor>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-    permits: &Arc<Semaphore>,
     backoff: &mut backoff::ExponentialBackoff,
 ) -> lapin::Result<Ended> {
     let props = ConnectionProperties::default().with_connection_name("clerk-sync-worker".into());
@@ -99,41 +98,24 @@ async fn consume_once(
     backoff.reset();
     tracing::info!(queue = %opts.topology.queue(), prefetch = opts.prefetch, "consuming");
 
+    // The lanes of this channel stop with it: acks only work on the channel that delivered.
+    let stop_lanes = shutdown.child_token();
+    let lanes =
+        Lanes::start(opts.concurrency, processor, &acks, (opts.batch_size, opts.batch_linger), &stop_lanes, tracker);
     let ended = loop {
-        let first = tokio::select! {
+        let next = tokio::select! {
             () = shutdown.cancelled() => break Ended::Shutdown,
             next = consumer.next() => next,
         };
-        let mut batch = match first {
-            Some(Ok(d)) => vec![d],
+        match next {
+            Some(Ok(delivery)) => lanes.send(delivery),
             Some(Err(e)) => break Ended::Lost(e.to_string()),
             None => break Ended::Lost("the consumer was cancelled by the broker".into()),
-        };
-        let deadline = tokio::time::Instant::now() + opts.batch_linger;
-        let mut lost = None;
-        while batch.len() < opts.batch_size {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => break,
-                next = consumer.next() => match next {
-                    Some(Ok(d)) => batch.push(d),
-                    Some(Err(e)) => { lost = Some(e.to_string()); break }
-                    None => { lost = Some("the consumer was cancelled by the broker".into()); break }
-                },
-            }
-        }
-        // Waits while `concurrency` batches are in flight: this is what stops intake when the
-        // database stalls. The batch in hand is processed even if shutdown starts meanwhile.
-        let Ok(permit) = permits.clone().acquire_owned().await else { break Ended::Shutdown };
-        let processor = processor.clone();
-        let acks = acks.clone();
-        tracker.spawn(async move {
-            processor.process(batch, &acks).await;
-            drop(permit);
-        });
-        if let Some(reason) = lost {
-            break Ended::Lost(reason);
         }
     };
+    // Lanes finish the batch in hand; what is still queued returns to the broker.
+    stop_lanes.cancel();
+    drop(lanes);
     if matches!(ended, Ended::Shutdown) {
         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
         // Let in-flight batches ack on this channel before it closes; unacked prefetched messages

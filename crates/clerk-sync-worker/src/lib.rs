@@ -7,7 +7,7 @@ pub mod acks;
 pub mod consumer;
 pub mod db;
 pub mod event;
-pub mod in_flight;
+pub mod lanes;
 pub mod metrics;
 pub mod process;
 pub mod settle;

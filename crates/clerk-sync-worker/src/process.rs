@@ -1,12 +1,12 @@
-//! One batch from delivery to acknowledgement: parse, apply in one transaction (falling back to
-//! one transaction per message when the batch is refused, so one bad message cannot fail the
-//! others), then ack what was committed and settle the rest (retry queue or dead letter).
+//! One batch from delivery to acknowledgement: apply the parsed messages in one transaction
+//! (falling back to one transaction per message when the batch is refused, so one bad message
+//! cannot fail the others), then ack what was committed and settle the rest (retry queue or dead
+//! letter). Messages are parsed when they arrive (`Prepared::new`), before their lane needs them.
 //!
 //! A transient database failure is never a reason to dead-letter: the batch waits, with backoff,
 //! and holds its messages unacknowledged until the database is back or shutdown gives up on it
 //! (then the broker redelivers them to someone else).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::acks::AckWindow;
 use crate::db::{self, ErrorClass, Incoming, Outcome};
 use crate::event::{self, ParsedEvent};
-use crate::in_flight::InFlight;
 use crate::metrics::WorkerMetrics;
 use crate::settle::{self, Failure, RetryPolicy, Settled};
 
@@ -30,18 +29,28 @@ pub struct Processor {
     pub metrics: WorkerMetrics,
     /// Fired when shutdown stops waiting: a batch stuck on the database gives up without acking.
     pub give_up: CancellationToken,
-    /// Svix-ids being applied by this process's batches (see `in_flight`).
-    pub in_flight: Arc<InFlight>,
 }
 
-struct Ready {
-    index: usize,
-    svix_id: String,
-    event: ParsedEvent,
+/// A delivery and what parsing made of it.
+pub struct Prepared {
+    pub delivery: Delivery,
+    pub ready: Result<Ready, Failure>,
+}
+
+impl Prepared {
+    pub fn new(delivery: Delivery) -> Self {
+        let ready = prepare(&delivery);
+        Self { delivery, ready }
+    }
+}
+
+pub struct Ready {
+    pub svix_id: String,
+    pub event: ParsedEvent,
     received_at_ms: i64,
 }
 
-fn prepare(index: usize, d: &Delivery) -> Result<Ready, Failure> {
+fn prepare(d: &Delivery) -> Result<Ready, Failure> {
     let svix_id = d
         .properties
         .message_id()
@@ -52,66 +61,45 @@ fn prepare(index: usize, d: &Delivery) -> Result<Ready, Failure> {
     let event = event::parse(&d.data).map_err(|e| Failure::permanent(e.kind(), e.to_string()))?;
     let received_at_ms =
         amqp::get_i64(d.properties.headers().as_ref(), headers::RECEIVED_AT).unwrap_or_else(amqp::now_ms);
-    Ok(Ready { index, svix_id, event, received_at_ms })
+    Ok(Ready { svix_id, event, received_at_ms })
 }
 
 impl Processor {
     /// Processes one batch to the end: every delivery is acked, settled, or (only when giving up at
     /// shutdown or when the broker cannot take a dead letter) left for redelivery.
-    pub async fn process(&self, deliveries: Vec<Delivery>, acks: &AckWindow) {
+    pub async fn process(&self, batch: Vec<Prepared>, acks: &AckWindow) {
         let started = Instant::now();
-        self.metrics.batch_size.observe(deliveries.len() as f64);
-        let mut ready = Vec::with_capacity(deliveries.len());
-        let mut failed: Vec<(usize, Failure)> = Vec::new();
-        for (i, d) in deliveries.iter().enumerate() {
-            match prepare(i, d) {
-                Ok(r) => ready.push(r),
-                Err(f) => failed.push((i, f)),
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let mut ready: Vec<(&Delivery, &Ready)> = Vec::with_capacity(batch.len());
+        let mut failed: Vec<(&Delivery, Failure)> = Vec::new();
+        for p in &batch {
+            match &p.ready {
+                Ok(r) => ready.push((&p.delivery, r)),
+                Err(f) => failed.push((&p.delivery, f.clone())),
             }
         }
-        // Copies of messages another batch is applying wait for it, in a second transaction.
-        let (claim, free) = self.in_flight.claim_free(ready.iter().map(|r| r.svix_id.as_str()));
-        let (now, later): (Vec<&Ready>, Vec<&Ready>) = {
-            let mut free = free.into_iter();
-            ready.iter().partition(|_| free.next().unwrap_or(true))
-        };
-        let Some(mut results) = self.apply_all(&now).await else {
-            tracing::warn!(messages = deliveries.len(), "gave up on a batch at shutdown; the broker will redeliver it");
+        let readies: Vec<&Ready> = ready.iter().map(|(_, r)| *r).collect();
+        let Some(results) = self.apply_all(&readies).await else {
+            tracing::warn!(messages = batch.len(), "gave up on a batch at shutdown; the broker will redeliver it");
             return;
         };
-        drop(claim);
-        let mut applied = now;
-        if !later.is_empty() {
-            let ids: Vec<&str> = later.iter().map(|r| r.svix_id.as_str()).collect();
-            let _claim = self.in_flight.claim_all(&ids).await;
-            match self.apply_all(&later).await {
-                Some(more) => {
-                    results.extend(more);
-                    applied.extend(later);
-                }
-                // What the first transaction committed is still acked below.
-                None => tracing::warn!(messages = later.len(), "gave up on redelivered copies at shutdown"),
-            }
-        }
         let now_s = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        let mut committed = Vec::with_capacity(ready.len());
-        for (r, result) in applied.iter().zip(results) {
-            let d = &deliveries[r.index];
+        let mut settled = Vec::with_capacity(batch.len());
+        for ((d, r), result) in ready.into_iter().zip(results) {
             match result {
                 Ok(outcome) => {
                     self.count(&r.event.event_type, outcome.as_str());
                     let signed = amqp::get_i64(d.properties.headers().as_ref(), headers::SVIX_TIMESTAMP)
                         .map_or(r.received_at_ms as f64 / 1000.0, |s| s as f64);
                     self.metrics.lag.observe((now_s - signed).max(0.0));
-                    committed.push(d);
+                    settled.push(d);
                 }
-                Err(f) => failed.push((r.index, f)),
+                Err(f) => failed.push((d, f)),
             }
         }
-        let mut settled = committed;
-        for (i, failure) in failed {
-            self.settle(&deliveries[i], &failure).await;
-            settled.push(&deliveries[i]);
+        for (d, failure) in failed {
+            self.settle(d, &failure).await;
+            settled.push(d);
         }
         acks.settled(settled).await;
         self.metrics.batch_duration.observe(started.elapsed().as_secs_f64());

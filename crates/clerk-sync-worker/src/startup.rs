@@ -19,7 +19,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::consumer::{self, ConsumerOptions};
 use crate::db::{self, SchemaError};
-use crate::in_flight::InFlight;
 use crate::metrics::WorkerMetrics;
 use crate::process::Processor;
 use crate::settle::RetryPolicy;
@@ -79,7 +78,6 @@ impl Application {
             policy: RetryPolicy { max_attempts: w.max_attempts, delays: w.retry_delays.clone() },
             metrics: metrics.clone(),
             give_up: CancellationToken::new(),
-            in_flight: InFlight::new(),
         });
 
         let listener = TcpListener::bind(w.admin_listen)

@@ -75,6 +75,9 @@ impl Application {
         })
         .workers(workers)
         .backlog(4096)
+        // Answers are small and go out as soon as the broker confirms: with Nagle's algorithm a
+        // response could wait for the client's delayed ACK of the previous one (tens of ms).
+        .tcp_nodelay(true)
         // Slow clients: headers must arrive within the request timeout; bodies are bounded by
         // the same deadline in the handler.
         .client_request_timeout(gw.request_timeout)

@@ -4,7 +4,7 @@
 //!    there is a duplicate and changes nothing.
 //! 2. Reduce the fresh events to a plan: the newest version of each object and the earliest
 //!    deletion, as applying them one by one would end up.
-//! 3. `clerk.apply_changes` (migration 3) writes the plan server-side, in one round trip:
+//! 3. `clerk.apply_changes` (migration 3, revised in 4) writes the plan server-side, in one round trip:
 //!    - upserts only a version not older than the stored one. A tombstone (a row with
 //!      `deleted_at`) is never revived: a late version updates only its non-personal columns (ids,
 //!      role, flags, timestamps), so the final state does not depend on the order events arrived
@@ -136,7 +136,7 @@ fn plan<'a>(batch: &'a [Incoming<'a>], fresh: &[bool]) -> Plan<'a> {
 /// Applies `batch` inside the caller's transaction; returns one outcome per message.
 ///
 /// Two round trips: recording the svix-ids (which decides what is fresh), then the plan written by
-/// `clerk.apply_changes` (migration 3), which also corrects the outcomes of stale events.
+/// `clerk.apply_changes` (migration 3, revised in 4), which also corrects the outcomes of stale events.
 pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Result<Vec<Outcome>, sqlx::Error> {
     let fresh = record_events(conn, batch).await?;
     let p = plan(batch, &fresh);

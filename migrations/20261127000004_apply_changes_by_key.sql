@@ -1,6 +1,6 @@
 -- clerk.apply_changes, revised: the same rules as migration 3 (read its header); only how its
 -- statements find rows changed. Migration 3 is left as it was, since databases that applied it
--- check its checksum.
+-- check its checksum. At the end, the retention index of webhook_events becomes BRIN.
 --
 -- * The membership cascade looks memberships up by key: as one join, the planner scanned the whole
 --   memberships table twice per batch (33 ms at 16,000 memberships).
@@ -237,3 +237,10 @@ BEGIN
         UNION ALL SELECT 'm'::"char", unnest(alive_m);
 END
 $fn$;
+
+-- `webhook_events.received_at` only serves the retention prune, which deletes the oldest rows in
+-- range order. Rows arrive in roughly received_at order, so a BRIN index finds them as well, and
+-- maintaining it costs the dedup insert almost nothing (a B-tree insert is ~1.3 us per row, about
+-- 15% of that insert).
+DROP INDEX clerk.webhook_events_received_at_idx;
+CREATE INDEX webhook_events_received_at_brin ON clerk.webhook_events USING brin (received_at);

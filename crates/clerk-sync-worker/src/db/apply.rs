@@ -14,7 +14,8 @@
 //!      concurrent batches queue behind each other on the same few organization rows;
 //!    - tombstones deletions (earliest `deleted_at` wins) and removes personal data; memberships of
 //!      a deleted user or organization are tombstoned too, including ones that arrive later;
-//!    - corrects the recorded outcome of events that turned out stale.
+//!    - corrects the recorded outcome of the events the writes decided otherwise (step 1 records
+//!      each event as stale unless it is the newest version of its object in the batch).
 //!
 //! Rows are written organizations, then users, then memberships, each in id order, so concurrent
 //! batches lock rows in the same order.
@@ -135,10 +136,19 @@ fn plan<'a>(batch: &'a [Incoming<'a>], fresh: &[bool]) -> Plan<'a> {
 
 /// Applies `batch` inside the caller's transaction; returns one outcome per message.
 ///
-/// Two round trips: recording the svix-ids (which decides what is fresh), then the plan written by
-/// `clerk.apply_changes` (migration 3, revised in 4), which also corrects the outcomes of stale events.
+/// Two round trips: recording the svix-ids with their likely outcomes (which decides what is fresh),
+/// then the plan written by `clerk.apply_changes` (migration 3, revised in 4), which also corrects
+/// the outcomes the writes decided otherwise.
 pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let fresh = record_events(conn, batch).await?;
+    // A repeat of an svix-id inside the batch is a duplicate of its first occurrence.
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = batch.iter().map(|m| seen.insert(m.svix_id)).collect();
+    // Events are recorded with the outcome they will most likely get, so that only the few the
+    // writes decide otherwise (guard refusals) are rewritten afterwards.
+    let likely = plan(batch, &first);
+    let provisional: Vec<Outcome> =
+        batch.iter().enumerate().map(|(i, inc)| likely_outcome(&likely, i, &inc.event.change)).collect();
+    let fresh = record_events(conn, batch, &first, &provisional).await?;
     let p = plan(batch, &fresh);
     let alive = write_plan(conn, batch, &fresh, &p).await?;
 
@@ -199,6 +209,16 @@ impl Kind {
     }
 }
 
+/// Stale unless the event carries the newest version of its object in the batch (deletions and
+/// other writes count as applied, types not stored as ignored).
+fn likely_outcome(p: &Plan<'_>, i: usize, change: &Change) -> Outcome {
+    match written_object(change) {
+        Some((kind, id)) if p.owner(kind, id) != Some(i) => Outcome::Stale,
+        _ if matches!(change, Change::Ignore) => Outcome::Ignored,
+        _ => Outcome::Applied,
+    }
+}
+
 /// The object an upsert event writes (deletions and ignored types write none that can be stale).
 fn written_object(change: &Change) -> Option<(Kind, &str)> {
     match change {
@@ -209,21 +229,22 @@ fn written_object(change: &Change) -> Option<(Kind, &str)> {
     }
 }
 
-/// Inserts every svix-id with its provisional outcome (`ignored` for types not stored, else
-/// `applied`); returns, per message, whether it is new (its first occurrence, and not recorded by an
-/// earlier transaction). The insert comes first so that a concurrent transaction holding the same
-/// id waits here, then finds it.
-async fn record_events(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-    let ids: Vec<&str> = batch.iter().map(|m| m.svix_id).collect();
-    let types: Vec<&str> = batch.iter().map(|m| m.event.event_type.as_str()).collect();
-    let occurred: Vec<Option<DateTime<Utc>>> = batch.iter().map(|m| m.event.occurred_at_ms.and_then(ms)).collect();
-    let received: Vec<DateTime<Utc>> = batch.iter().map(|m| ms(m.received_at_ms).unwrap_or_else(Utc::now)).collect();
-    let provisional: Vec<&str> = batch
-        .iter()
-        .map(|m| {
-            if matches!(m.event.change, Change::Ignore) { Outcome::Ignored.as_str() } else { Outcome::Applied.as_str() }
-        })
-        .collect();
+/// Inserts the svix-id of each first occurrence with its provisional outcome; returns, per
+/// message, whether it is new (its first occurrence, and not recorded by an earlier transaction).
+/// The insert comes first so that a concurrent transaction holding the same id waits here, then
+/// finds it.
+async fn record_events(
+    conn: &mut PgConnection,
+    batch: &[Incoming<'_>],
+    first: &[bool],
+    provisional: &[Outcome],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let rows = || batch.iter().zip(first).zip(provisional).filter(|((_, f), _)| **f).map(|((m, _), o)| (m, o));
+    let ids: Vec<&str> = rows().map(|(m, _)| m.svix_id).collect();
+    let types: Vec<&str> = rows().map(|(m, _)| m.event.event_type.as_str()).collect();
+    let occurred: Vec<Option<DateTime<Utc>>> = rows().map(|(m, _)| m.event.occurred_at_ms.and_then(ms)).collect();
+    let received: Vec<DateTime<Utc>> = rows().map(|(m, _)| ms(m.received_at_ms).unwrap_or_else(Utc::now)).collect();
+    let provisional: Vec<&str> = rows().map(|(_, o)| o.as_str()).collect();
     let inserted: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO clerk.webhook_events (svix_id, event_type, occurred_at, received_at, processed_at, outcome)
          SELECT x.svix_id, x.event_type, x.occurred_at, x.received_at, now(), x.outcome
@@ -242,8 +263,7 @@ async fn record_events(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Resul
     .await?
     .into_iter()
     .collect();
-    let mut seen = HashSet::new();
-    Ok(ids.iter().map(|id| inserted.contains(*id) && seen.insert(*id)).collect())
+    Ok(batch.iter().zip(first).map(|(m, f)| *f && inserted.contains(m.svix_id)).collect())
 }
 
 fn raw_text(v: &Option<Box<serde_json::value::RawValue>>) -> Option<&str> {
@@ -270,11 +290,14 @@ async fn write_plan(
         d.keys().copied().collect()
     }
     let at = |d: &DeletionsById<'_>| d.values().map(|d| ms(d.deleted_at)).collect::<Vec<_>>();
+    // Only the owners: every other fresh upsert was recorded as stale, which it is (an event newest
+    // among the fresh ones is newest among all first occurrences too).
     let events: Vec<(usize, Kind, &str)> = batch
         .iter()
         .enumerate()
         .filter(|(i, _)| fresh[*i])
         .filter_map(|(i, inc)| written_object(&inc.event.change).map(|(k, id)| (i, k, id)))
+        .filter(|(i, k, id)| p.owner(*k, id) == Some(*i))
         .collect();
     let rows: Vec<(i8, String)> = sqlx::query_as(
         "SELECT written_kind, written_id FROM clerk.apply_changes(

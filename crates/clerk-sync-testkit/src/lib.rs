@@ -1,15 +1,19 @@
 //! Test helpers shared by every clerk-sync crate's integration tests: unique names so tests run in
 //! parallel against one broker, polling instead of sleeps, a TCP proxy that can cut or stall a
-//! connection, and a way to look at (and clean up) what is in RabbitMQ.
+//! connection, a way to look at (and clean up) what is in RabbitMQ, and Svix-signed requests.
 
 mod broker;
 #[cfg(feature = "postgres")]
 mod database;
+#[cfg(feature = "http")]
+mod http;
 mod proxy;
 
 pub use broker::{BrokerProbe, amqp_url};
 #[cfg(feature = "postgres")]
 pub use database::{TestDatabase, admin_url};
+#[cfg(feature = "http")]
+pub use http::signed_post;
 pub use proxy::TcpProxy;
 
 use std::future::Future;

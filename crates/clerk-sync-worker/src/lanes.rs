@@ -75,7 +75,7 @@ impl Lanes {
 
 /// The id that decides a message's lane: the user for user events, the organization for
 /// organization and membership events. `None` for types that write nothing.
-pub fn partition_key(change: &Change) -> Option<&str> {
+fn partition_key(change: &Change) -> Option<&str> {
     match change {
         Change::UpsertUser(u) => Some(&u.id),
         Change::DeleteUser(d) | Change::DeleteOrganization(d) => Some(&d.id),

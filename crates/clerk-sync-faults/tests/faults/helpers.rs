@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clerk_sync_core::amqp::{Topology, declare_topology};
 use clerk_sync_core::samples::{envelope, user};
-use clerk_sync_testkit::{BrokerProbe, TestDatabase, amqp_url, unique_prefix, wait_until};
+use clerk_sync_testkit::{BrokerProbe, TestDatabase, amqp_url, signed_post, unique_prefix, wait_until};
 use secrecy::SecretString;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -237,15 +237,7 @@ pub async fn deliver(
                 let url = &gateways[target % gateways.len()];
                 target += 1;
                 let ts = chrono::Utc::now().timestamp();
-                let signature = clerk_sync_core::signing::sign(&secret, id, ts, body).unwrap();
-                let sent = client
-                    .post(url)
-                    .header("svix-id", id)
-                    .header("svix-timestamp", ts.to_string())
-                    .header("svix-signature", signature)
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let sent = signed_post(&client, url, &secret, id, ts, body).send().await;
                 match sent {
                     Ok(r) if r.status().is_success() => {
                         stats.accepted.fetch_add(1, Ordering::Relaxed);

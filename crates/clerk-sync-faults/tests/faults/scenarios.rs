@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use clerk_sync_testkit::{TcpProxy, wait_until};
+use clerk_sync_testkit::{TcpProxy, signed_post, wait_until};
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
@@ -41,15 +41,8 @@ async fn probe_status(url: &str) -> Option<u16> {
     let body = br#"{"type":"user.updated","data":{"id":"user_0000","first_name":"probe","updated_at":1}}"#;
     let id = format!("msg_probe_{}", uuid::Uuid::new_v4().simple());
     let ts = chrono::Utc::now().timestamp();
-    let signature =
-        clerk_sync_core::signing::sign(&secrecy::SecretString::from(SECRET.to_owned()), &id, ts, body).unwrap();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    client
-        .post(url)
-        .header("svix-id", id)
-        .header("svix-timestamp", ts.to_string())
-        .header("svix-signature", signature)
-        .body(body.to_vec())
+    signed_post(&client, url, &secrecy::SecretString::from(SECRET.to_owned()), &id, ts, body)
         .send()
         .await
         .ok()

@@ -150,7 +150,7 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
         batch.iter().enumerate().map(|(i, inc)| likely_outcome(&likely, i, &inc.event.change)).collect();
     let fresh = record_events(conn, batch, &first, &provisional).await?;
     let p = plan(batch, &fresh);
-    let alive = write_plan(conn, batch, &fresh, &p).await?;
+    let alive = write_plan(conn, batch, &p).await?;
 
     Ok(batch
         .iter()
@@ -159,11 +159,10 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
             if !fresh[i] {
                 return Outcome::Duplicate;
             }
-            match written_object(&inc.event.change) {
-                Some((kind, id)) if p.owner(kind, id) == Some(i) && alive.contains(kind, id) => Outcome::Applied,
-                Some(_) => Outcome::Stale,
-                None if matches!(inc.event.change, Change::Ignore) => Outcome::Ignored,
-                None => Outcome::Applied,
+            // As likely, unless the write of an owner was refused or hit a tombstone.
+            match (likely_outcome(&p, i, &inc.event.change), written_object(&inc.event.change)) {
+                (Outcome::Applied, Some((kind, id))) if !alive.contains(kind, id) => Outcome::Stale,
+                (outcome, _) => outcome,
             }
         })
         .collect())
@@ -276,12 +275,7 @@ fn col<'a, T: 'a, U>(rows: &NewestById<'a, T>, f: impl Fn(&Newest<'a, T>) -> U) 
 }
 
 /// Sends the plan to `clerk.apply_changes`; returns the (kind, id) of rows written and alive.
-async fn write_plan(
-    conn: &mut PgConnection,
-    batch: &[Incoming<'_>],
-    fresh: &[bool],
-    p: &Plan<'_>,
-) -> Result<Alive, sqlx::Error> {
+async fn write_plan(conn: &mut PgConnection, batch: &[Incoming<'_>], p: &Plan<'_>) -> Result<Alive, sqlx::Error> {
     if p.is_empty() {
         return Ok(Alive::default());
     }
@@ -290,12 +284,12 @@ async fn write_plan(
         d.keys().copied().collect()
     }
     let at = |d: &DeletionsById<'_>| d.values().map(|d| ms(d.deleted_at)).collect::<Vec<_>>();
-    // Only the owners: every other fresh upsert was recorded as stale, which it is (an event newest
-    // among the fresh ones is newest among all first occurrences too).
+    // Only the owners (the plan holds fresh events only): every other fresh upsert was recorded as
+    // stale, which it is (an event newest among the fresh ones is newest among all first
+    // occurrences too).
     let events: Vec<(usize, Kind, &str)> = batch
         .iter()
         .enumerate()
-        .filter(|(i, _)| fresh[*i])
         .filter_map(|(i, inc)| written_object(&inc.event.change).map(|(k, id)| (i, k, id)))
         .filter(|(i, k, id)| p.owner(*k, id) == Some(*i))
         .collect();
@@ -355,11 +349,11 @@ async fn write_plan(
     .bind(col(m, |n| n.raw))
     .bind(keys(&p.member_deletes))
     .bind(at(&p.member_deletes))
-    // The fresh upsert events, for their outcomes.
+    // The owners, for their outcomes; `e_owner` (kept from migration 3's signature) is always true.
     .bind(events.iter().map(|(i, _, _)| batch[*i].svix_id).collect::<Vec<&str>>())
     .bind(events.iter().map(|(_, k, _)| k.code()).collect::<Vec<i8>>())
     .bind(events.iter().map(|(_, _, id)| *id).collect::<Vec<&str>>())
-    .bind(events.iter().map(|(i, k, id)| p.owner(*k, id) == Some(*i)).collect::<Vec<bool>>())
+    .bind(vec![true; events.len()])
     .fetch_all(conn)
     .await?;
     let mut alive = Alive::default();

@@ -63,35 +63,34 @@ async fn updates_apply_in_updated_at_order_and_an_older_one_is_recorded_stale() 
 async fn in_a_batch_only_the_newest_version_is_recorded_applied_even_behind_a_copy_already_applied() {
     let env = setup("fx-batch-outcomes").await;
     let version = |n: i64| envelope("user.updated", user("user_o", &format!("V{n}"), "o@example.com", T + n), T + n);
-    let worker = env.start_worker().await;
+    // Messages are queued while no worker runs, so one batch takes them together.
+    let drain = async |recorded: i64| {
+        let worker = env.start_worker().await;
+        env.wait_processed(recorded, Duration::from_secs(10)).await;
+        worker.stop().await;
+    };
     let v3 = svix_id();
     env.publish_event(&v3, &version(3)).await;
-    env.wait_processed(1, Duration::from_secs(10)).await;
-    worker.stop().await;
+    drain(1).await;
 
-    // Queued while no worker runs, so they are taken together: two older versions and a
-    // redelivered copy of v3, which is the newest of the three but was applied before.
+    // Two older versions and a redelivered copy of v3, the newest of the three but applied before.
     let (v1, v2) = (svix_id(), svix_id());
     env.publish_event(&v1, &version(1)).await;
     env.publish_event(&v3, &version(3)).await;
     env.publish_event(&v2, &version(2)).await;
-    let worker = env.start_worker().await;
-    env.wait_processed(3, Duration::from_secs(10)).await;
-    worker.stop().await;
+    drain(3).await;
 
     // Then the newest version between an older one and its own repeat.
     let (v4, v5) = (svix_id(), svix_id());
     env.publish_event(&v5, &version(5)).await;
     env.publish_event(&v4, &version(4)).await;
     env.publish_event(&v5, &version(5)).await;
-    let worker = env.start_worker().await;
-    env.wait_processed(5, Duration::from_secs(10)).await;
+    drain(5).await;
 
     assert_eq!(env.row("users", "user_o").await.unwrap()["first_name"], "V5");
     for (id, expected) in [(&v1, "stale"), (&v2, "stale"), (&v3, "applied"), (&v4, "stale"), (&v5, "applied")] {
         assert_eq!(env.outcome(id).await.as_deref(), Some(expected), "{id}");
     }
-    worker.stop().await;
     env.cleanup().await;
 }
 

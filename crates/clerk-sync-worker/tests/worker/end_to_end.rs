@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clerk_sync_core::samples;
 use clerk_sync_core::settings::{Settings, Sources};
+use clerk_sync_testkit::signed_post;
 use secrecy::SecretString;
 
 use crate::helpers::*;
@@ -26,9 +27,10 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     let body = samples::sample("user.created", chrono::Utc::now().timestamp_millis()).unwrap().to_string();
     let id = svix_id();
     let ts = chrono::Utc::now().timestamp();
-    let client = reqwest::Client::new();
+    let (client, secret) = (reqwest::Client::new(), SecretString::from(SECRET.to_owned()));
+    let post = |ts: i64| signed_post(&client, &url, &secret, &id, ts, body.as_bytes()).send();
     let status = clerk_sync_testkit::wait_until_value(Duration::from_secs(10), "the gateway accepts", || async {
-        let response = post_signed(&client, &url, &id, ts, &body).await.ok()?;
+        let response = post(ts).await.ok()?;
         (response.status() != 503).then_some(response.status().as_u16())
     })
     .await;
@@ -40,7 +42,7 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     assert_eq!(env.outcome(&id).await.as_deref(), Some("applied"));
 
     // A replay: the same svix-id with a fresh, valid signature. Accepted, and applied once.
-    let replay = post_signed(&client, &url, &id, chrono::Utc::now().timestamp() + 1, &body).await.unwrap();
+    let replay = post(chrono::Utc::now().timestamp() + 1).await.unwrap();
     assert_eq!(replay.status(), 202);
     clerk_sync_testkit::wait_until(Duration::from_secs(10), "the replay is counted as a duplicate", || async {
         env.metrics(&worker)
@@ -54,24 +56,4 @@ async fn a_signed_request_to_the_gateway_becomes_a_row_in_clerk_users() {
     gateway_task.await.unwrap().unwrap();
     worker.stop().await;
     env.cleanup().await;
-}
-
-/// POSTs `body` signed with the test secret for `id` at `ts`, as Svix would.
-async fn post_signed(
-    client: &reqwest::Client,
-    url: &str,
-    id: &str,
-    ts: i64,
-    body: &str,
-) -> reqwest::Result<reqwest::Response> {
-    let signature =
-        clerk_sync_core::signing::sign(&SecretString::from(SECRET.to_owned()), id, ts, body.as_bytes()).unwrap();
-    client
-        .post(url)
-        .header("svix-id", id)
-        .header("svix-timestamp", ts.to_string())
-        .header("svix-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
 }

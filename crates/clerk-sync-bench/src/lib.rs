@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod corpus;
+pub mod cpu;
 pub mod dbceiling;
 pub mod env;
 pub mod http1;

@@ -96,6 +96,9 @@ struct Knobs {
     /// `gateway` and `worker`: skip the broker / database ceiling they otherwise measure first.
     #[arg(long)]
     no_ceiling: bool,
+    /// Broker-then-gateway pairs at 64 connections (the target's concurrency); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 impl From<Knobs> for Options {
@@ -111,6 +114,7 @@ impl From<Knobs> for Options {
             e2e_rate: k.e2e_rate,
             e2e_secs: k.e2e_secs,
             ceilings: !k.no_ceiling,
+            rounds: k.rounds.max(1),
         }
     }
 }

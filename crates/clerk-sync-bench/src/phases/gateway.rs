@@ -1,5 +1,7 @@
 //! Broker ceiling and gateway, interleaved: at each concurrency the plain-lapin ceiling is measured
-//! right before the gateway, so both see the same broker state and the same background noise.
+//! right before the gateway, so both see the same broker state and the same background noise; at the
+//! target's concurrency the pair is repeated and the medians are reported, since the shared broker
+//! stalls now and then for tens of milliseconds and one such stall would otherwise decide the ratio.
 //! Then the gateway open-loop at fixed rates. The queue is purged before every point so a growing
 //! backlog never slows the broker down between points.
 
@@ -9,12 +11,12 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Bench;
-use crate::broker;
 use crate::corpus::Corpus;
 use crate::http1::Target as Url;
 use crate::loadgen::{self, LoadReport, LoadSpec};
 use crate::procs::Service;
 use crate::report::{Row, Target};
+use crate::{broker, cpu};
 
 /// Concurrency at which the issue sets the gateway-to-broker target.
 const TARGET_CONCURRENCY: usize = 64;
@@ -59,6 +61,19 @@ pub async fn gateway_load(
     Ok(report)
 }
 
+/// The run of median throughput (the lower middle one for an even count).
+fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::PerMessage)> {
+    let mut sorted: Vec<_> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.0.throughput.total_cmp(&b.0.throughput));
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
+fn with_cpu(report: &LoadReport, used: &cpu::PerMessage) -> serde_json::Value {
+    let mut value = json!(report);
+    value["cpu_us_per_message"] = json!(used);
+    value
+}
+
 /// `with_broker`: measure the ceiling; `with_gateway`: measure the gateway (both for `all`).
 pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: bool) -> anyhow::Result<()> {
     let mut gateway = if with_gateway { Some(spawn_gateway(b).await?) } else { None };
@@ -66,35 +81,72 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     let corpus = b.corpus();
     let point = b.opts.point();
     for c in b.opts.concurrency.clone() {
-        if with_broker {
-            b.purge().await?;
-            let r = broker::ceiling(&b.env, &b.amqp, corpus.clone(), c, channels, point).await?;
-            eprintln!("broker   {}", r.line());
+        let rounds = if c == TARGET_CONCURRENCY && with_broker && with_gateway { b.opts.rounds } else { 1 };
+        let (mut brokers, mut gateways) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            if with_broker {
+                b.purge().await?;
+                let watch = cpu::Watch::new("publisher", &[]);
+                let before = watch.snapshot();
+                let r = broker::ceiling(&b.env, &b.amqp, corpus.clone(), c, channels, point).await?;
+                let used = cpu::PerMessage::between(&before, &watch.snapshot(), r.accepted_total);
+                eprintln!("broker   {}; CPU per message: {}", r.line(), used.line());
+                b.detail("broker", with_cpu(&r, &used));
+                brokers.push((r, used));
+            }
+            if let Some((gw, url)) = gateway.as_mut() {
+                b.purge().await?;
+                let watch = cpu::Watch::new("load generator", &[("gateway", gw.pid())]);
+                let before = watch.snapshot();
+                let r = gateway_load(b, url, corpus.clone(), c, None, point).await?;
+                let used = cpu::PerMessage::between(&before, &watch.snapshot(), r.accepted_total);
+                eprintln!("         CPU per request: {}", used.line());
+                gw.sample_rss();
+                b.detail("gateway_closed", with_cpu(&r, &used));
+                gateways.push((r, used));
+            }
+        }
+        let ratios: Vec<String> = brokers
+            .iter()
+            .zip(&gateways)
+            .map(|((br, _), (gw, _))| format!("{:.2}", gw.throughput / br.throughput))
+            .collect();
+        let broker_cpu = median(&brokers).map(|(_, used)| used.line());
+        if let Some((r, _)) = median(&brokers) {
             b.broker_ceiling.insert(c, (r.throughput, r.latency.p99_ms));
             if !with_gateway {
                 b.rows.push(
-                    Row::new(format!("broker ceiling c{c} throughput"), r.throughput, "msg/s").note(latency_note(&r)),
+                    Row::new(format!("broker ceiling c{c} throughput"), r.throughput, "msg/s").note(latency_note(r)),
                 );
             }
-            b.detail("broker", json!(r));
         }
-        if let Some((gw, url)) = gateway.as_mut() {
-            b.purge().await?;
-            let r = gateway_load(b, url, corpus.clone(), c, None, point).await?;
-            gw.sample_rss();
+        if let Some((r, used)) = median(&gateways) {
+            let errors = gateways.iter().map(|(g, _)| g.errors).sum();
             let ceiling = b.broker_ceiling.get(&c).copied();
             let mut row = Row::new(format!("gateway closed c{c} throughput"), r.throughput, "req/s")
                 .ceiling(ceiling.map(|x| x.0));
             if c == TARGET_CONCURRENCY {
-                row = row.target(Target::RatioAtLeast(0.8)).require_no_errors(r.errors);
+                row = row.target(Target::RatioAtLeast(0.8)).require_no_errors(errors);
             }
-            b.rows.push(row.note(format!("{} (mean body {:.0} B)", latency_note(&r), corpus.mean_len())));
+            let rounds_note = if rounds > 1 {
+                format!("median of {rounds} broker/gateway pairs, ratio per pair {}; ", ratios.join(", "))
+            } else {
+                String::new()
+            };
+            let cpu_note = match &broker_cpu {
+                Some(ceiling) => format!("; CPU per request {}; per message in the ceiling {ceiling}", used.line()),
+                None => format!("; CPU per request {}", used.line()),
+            };
+            b.rows.push(row.note(format!(
+                "{rounds_note}{} (mean body {:.0} B){cpu_note}",
+                latency_note(r),
+                corpus.mean_len()
+            )));
             b.rows.push(
                 Row::new(format!("gateway closed c{c} p99 (CO-corrected)"), r.latency.p99_ms, "ms")
                     .ceiling(ceiling.map(|x| x.1))
                     .note(format!("uncorrected p99 {:.2} ms; ceiling = broker p99", r.latency.raw_p99_ms)),
             );
-            b.detail("gateway_closed", json!(r));
         }
     }
     if let Some((mut gw, url)) = gateway {
@@ -116,4 +168,38 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
         b.gateway_rss_kib = b.gateway_rss_kib.max(rss);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(throughput: f64) -> (LoadReport, cpu::PerMessage) {
+        let report = LoadReport {
+            mode: "closed",
+            concurrency: 64,
+            rate: None,
+            requests: 0,
+            accepted: 0,
+            errors: 0,
+            statuses: Default::default(),
+            io_errors: 0,
+            unsent: 0,
+            window_s: 1.0,
+            throughput,
+            latency: Default::default(),
+            worst_ms_per_second: Vec::new(),
+            accepted_total: 0,
+        };
+        (report, cpu::PerMessage::default())
+    }
+
+    #[test]
+    fn the_median_round_is_the_middle_throughput_whatever_the_order_and_the_lower_one_of_two() {
+        let throughput = |runs: &[(LoadReport, cpu::PerMessage)]| median(runs).map(|(r, _)| r.throughput);
+        assert_eq!(throughput(&[run(9.0), run(3.0), run(5.0)]), Some(5.0));
+        assert_eq!(throughput(&[run(9.0), run(3.0)]), Some(3.0));
+        assert_eq!(throughput(&[run(7.0)]), Some(7.0));
+        assert_eq!(throughput(&[]), None);
+    }
 }

@@ -42,6 +42,9 @@ pub struct Options {
     pub e2e_secs: f64,
     /// Measure the broker / database ceilings before the gateway / worker phases that use them.
     pub ceilings: bool,
+    /// Alternating broker-then-gateway pairs at the concurrency of the gateway-to-broker target;
+    /// the medians are reported, so one stall of the shared broker does not decide the ratio.
+    pub rounds: usize,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             e2e_rate: 2_000.0,
             e2e_secs: 12.0,
             ceilings: true,
+            rounds: 3,
         }
     }
 }

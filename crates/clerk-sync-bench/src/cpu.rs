@@ -1,0 +1,145 @@
+//! CPU accounting for a load point: how many microseconds of CPU each process (the broker, the
+//! gateway, the bench itself) and the whole machine spent per message.
+//!
+//! The gateway and its broker ceiling share two cores with RabbitMQ, so a throughput ratio alone
+//! does not say whose time it was; this does, in every run. Read from `/proc` (Linux only; elsewhere
+//! the figures are simply absent).
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use serde::Serialize;
+
+/// `/proc/stat` and `/proc/<pid>/stat` count in USER_HZ, which Linux fixes at 100 for user space
+/// on every mainstream architecture, whatever the kernel's own tick rate.
+const USER_HZ: f64 = 100.0;
+
+/// The processes to follow, by label.
+#[derive(Debug, Clone)]
+pub struct Watch(Vec<(&'static str, u32)>);
+
+impl Watch {
+    /// The bench itself under `own_label` (what it plays in the point: publisher, load generator),
+    /// the local RabbitMQ node (when found), and `extra`.
+    pub fn new(own_label: &'static str, extra: &[(&'static str, u32)]) -> Self {
+        let mut pids = vec![(own_label, std::process::id())];
+        if let Some(pid) = find_by_comm("beam.smp") {
+            pids.push(("broker", pid));
+        }
+        pids.extend_from_slice(extra);
+        Self(pids)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            machine: machine_busy_ticks(),
+            procs: self.0.iter().filter_map(|(label, pid)| Some((*label, process_ticks(*pid)?))).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    machine: Option<u64>,
+    procs: Vec<(&'static str, u64)>,
+}
+
+/// Microseconds of CPU per message between two snapshots, by label, plus `machine` (all CPUs,
+/// kernel and interrupts included).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PerMessage(pub BTreeMap<&'static str, f64>);
+
+impl PerMessage {
+    pub fn between(before: &Snapshot, after: &Snapshot, messages: u64) -> Self {
+        let mut out = BTreeMap::new();
+        if messages == 0 {
+            return Self(out);
+        }
+        let per = |ticks: u64| ticks as f64 / USER_HZ * 1e6 / messages as f64;
+        if let (Some(a), Some(b)) = (before.machine, after.machine) {
+            out.insert("machine", per(b.saturating_sub(a)));
+        }
+        for (label, b) in &after.procs {
+            if let Some((_, a)) = before.procs.iter().find(|(l, _)| l == label) {
+                out.insert(*label, per(b.saturating_sub(*a)));
+            }
+        }
+        Self(out)
+    }
+
+    /// `broker 70 µs, gateway 43 µs, …, machine 156 µs` (machine last).
+    pub fn line(&self) -> String {
+        let mut parts: Vec<String> =
+            self.0.iter().filter(|(k, _)| **k != "machine").map(|(k, v)| format!("{k} {v:.0} µs")).collect();
+        if let Some(m) = self.0.get("machine") {
+            parts.push(format!("machine {m:.0} µs"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// utime + stime of every thread of `pid`, in ticks.
+fn process_ticks(pid: u32) -> Option<u64> {
+    parse_process_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_process_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state(3) ... utime(14), stime(15), counted from 1 over the whole line.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Non-idle ticks of all CPUs: everything but idle and iowait.
+fn machine_busy_ticks() -> Option<u64> {
+    parse_machine_busy(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let busy = values.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    (values.len() >= 8).then_some(busy)
+}
+
+fn find_by_comm(name: &str) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
+        (comm.trim_end() == name).then_some(pid)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1000 0 0";
+        assert_eq!(parse_process_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 40 1 9 2 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(100 + 5 + 50 + 1 + 9 + 2));
+    }
+
+    #[test]
+    fn cpu_per_message_divides_each_process_and_the_machine_by_the_messages() {
+        let before = Snapshot { machine: Some(1_000), procs: vec![("broker", 100), ("bench", 10)] };
+        let after = Snapshot { machine: Some(1_200), procs: vec![("broker", 170), ("bench", 20)] };
+        let per = PerMessage::between(&before, &after, 10_000);
+        // 70 ticks = 0.7 s over 10,000 messages = 70 µs each.
+        assert!((per.0["broker"] - 70.0).abs() < 1e-9);
+        assert!((per.0["bench"] - 10.0).abs() < 1e-9);
+        assert!((per.0["machine"] - 200.0).abs() < 1e-9);
+        assert_eq!(per.line(), "bench 10 µs, broker 70 µs, machine 200 µs");
+        assert!(PerMessage::between(&before, &after, 0).0.is_empty());
+    }
+}

@@ -112,12 +112,11 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
             .map(|((br, _), (gw, _))| format!("{:.2}", gw.throughput / br.throughput))
             .collect();
         let broker_cpu = median(&brokers).map(|(_, used)| used.line());
-        if let Some((r, _)) = median(&brokers) {
+        if let Some((r, used)) = median(&brokers) {
             b.broker_ceiling.insert(c, (r.throughput, r.latency.p99_ms));
             if !with_gateway {
-                b.rows.push(
-                    Row::new(format!("broker ceiling c{c} throughput"), r.throughput, "msg/s").note(latency_note(r)),
-                );
+                let note = format!("{}; CPU per message {}", latency_note(r), used.line());
+                b.rows.push(Row::new(format!("broker ceiling c{c} throughput"), r.throughput, "msg/s").note(note));
             }
         }
         if let Some((r, used)) = median(&gateways) {

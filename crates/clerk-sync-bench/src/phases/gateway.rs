@@ -68,6 +68,18 @@ fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::P
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
+/// Runs one load point and charges the CPU `watch` saw meanwhile to every message the point had
+/// confirmed, warm-up included, since the CPU of the warm-up is counted too.
+async fn charging_cpu(
+    watch: &cpu::Watch,
+    point: impl Future<Output = anyhow::Result<LoadReport>>,
+) -> anyhow::Result<(LoadReport, cpu::PerMessage)> {
+    let before = watch.snapshot();
+    let report = point.await?;
+    let used = cpu::PerMessage::between(&before, &watch.snapshot(), report.accepted_total);
+    Ok((report, used))
+}
+
 fn with_cpu(report: &LoadReport, used: &cpu::PerMessage) -> serde_json::Value {
     let mut value = json!(report);
     value["cpu_us_per_message"] = json!(used);
@@ -80,39 +92,32 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     let channels = b.env.defaults.amqp.publisher_channels;
     let corpus = b.corpus();
     let point = b.opts.point();
+    // The processes do not change during the phase: find them once.
+    let ceiling_watch = cpu::Watch::new("publisher", &[]);
+    let gateway_watch = gateway.as_ref().map(|(gw, _)| cpu::Watch::new("load generator", &[("gateway", gw.pid())]));
     for c in b.opts.concurrency.clone() {
         let rounds = if c == TARGET_CONCURRENCY && with_broker && with_gateway { b.opts.rounds } else { 1 };
         let (mut brokers, mut gateways) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             if with_broker {
                 b.purge().await?;
-                let watch = cpu::Watch::new("publisher", &[]);
-                let before = watch.snapshot();
-                let r = broker::ceiling(&b.env, &b.amqp, corpus.clone(), c, channels, point).await?;
-                let used = cpu::PerMessage::between(&before, &watch.snapshot(), r.accepted_total);
+                let run = broker::ceiling(&b.env, &b.amqp, corpus.clone(), c, channels, point);
+                let (r, used) = charging_cpu(&ceiling_watch, run).await?;
                 eprintln!("broker   {}; CPU per message: {}", r.line(), used.line());
                 b.detail("broker", with_cpu(&r, &used));
                 brokers.push((r, used));
             }
-            if let Some((gw, url)) = gateway.as_mut() {
+            if let (Some((gw, url)), Some(watch)) = (gateway.as_mut(), &gateway_watch) {
                 b.purge().await?;
-                let watch = cpu::Watch::new("load generator", &[("gateway", gw.pid())]);
-                let before = watch.snapshot();
-                let r = gateway_load(b, url, corpus.clone(), c, None, point).await?;
-                let used = cpu::PerMessage::between(&before, &watch.snapshot(), r.accepted_total);
+                let (r, used) = charging_cpu(watch, gateway_load(b, url, corpus.clone(), c, None, point)).await?;
                 eprintln!("         CPU per request: {}", used.line());
                 gw.sample_rss();
                 b.detail("gateway_closed", with_cpu(&r, &used));
                 gateways.push((r, used));
             }
         }
-        let ratios: Vec<String> = brokers
-            .iter()
-            .zip(&gateways)
-            .map(|((br, _), (gw, _))| format!("{:.2}", gw.throughput / br.throughput))
-            .collect();
-        let broker_cpu = median(&brokers).map(|(_, used)| used.line());
-        if let Some((r, used)) = median(&brokers) {
+        let ceiling_run = median(&brokers);
+        if let Some((r, used)) = ceiling_run {
             b.broker_ceiling.insert(c, (r.throughput, r.latency.p99_ms));
             if !with_gateway {
                 let note = format!("{}; CPU per message {}", latency_note(r), used.line());
@@ -128,12 +133,19 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 row = row.target(Target::RatioAtLeast(0.8)).require_no_errors(errors);
             }
             let rounds_note = if rounds > 1 {
+                let ratios: Vec<String> = brokers
+                    .iter()
+                    .zip(&gateways)
+                    .map(|((br, _), (gw, _))| format!("{:.2}", gw.throughput / br.throughput))
+                    .collect();
                 format!("median of {rounds} broker/gateway pairs, ratio per pair {}; ", ratios.join(", "))
             } else {
                 String::new()
             };
-            let cpu_note = match &broker_cpu {
-                Some(ceiling) => format!("; CPU per request {}; per message in the ceiling {ceiling}", used.line()),
+            let cpu_note = match ceiling_run {
+                Some((_, ceiling)) => {
+                    format!("; CPU per request {}; per message in the ceiling {}", used.line(), ceiling.line())
+                }
                 None => format!("; CPU per request {}", used.line()),
             };
             b.rows.push(row.note(format!(

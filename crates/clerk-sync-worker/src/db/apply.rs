@@ -149,7 +149,8 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> Res
     let provisional: Vec<Outcome> =
         batch.iter().enumerate().map(|(i, inc)| likely_outcome(&likely, i, &inc.event.change)).collect();
     let fresh = record_events(conn, batch, &first, &provisional).await?;
-    let p = plan(batch, &fresh);
+    // Usually nothing was recorded before, and the plan of the fresh events is the likely one.
+    let p = if fresh == first { likely } else { plan(batch, &fresh) };
     let alive = write_plan(conn, batch, &p).await?;
 
     Ok(batch

@@ -87,7 +87,7 @@ pub async fn ceiling(
             tokio::spawn(async move {
                 let ch = &channels[i % channels.len()];
                 let mut hist = histogram();
-                let (mut ok, mut errors, mut acked_total) = (0u64, 0u64, 0u64);
+                let (mut ok, mut errors, mut acked_total, mut answered) = (0u64, 0u64, 0u64, 0u64);
                 let mut body = Vec::new();
                 while Instant::now() < end {
                     let seq = next.fetch_add(1, Ordering::Relaxed);
@@ -100,23 +100,25 @@ pub async fn ceiling(
                     let sent = Instant::now();
                     let acked = publish_confirmed(ch, &exchange, template.event_type, &body, props).await;
                     acked_total += u64::from(acked);
+                    answered += 1;
                     if sent >= measure_from {
                         hist.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
                         if acked { ok += 1 } else { errors += 1 }
                     }
                 }
-                (hist, ok, errors, acked_total)
+                (hist, ok, errors, acked_total, answered)
             })
         })
         .collect();
     let mut hist: Histogram<u64> = histogram();
-    let (mut ok, mut errors, mut acked_total) = (0, 0, 0);
+    let (mut ok, mut errors, mut acked_total, mut answered_total) = (0, 0, 0, 0);
     for task in tasks {
-        let (h, o, e, t) = task.await?;
+        let (h, o, e, t, a) = task.await?;
         hist.add(&h)?;
         ok += o;
         errors += e;
         acked_total += t;
+        answered_total += a;
     }
     for ch in channels.iter() {
         let _ = ch.close(200, "done".into()).await;
@@ -136,6 +138,7 @@ pub async fn ceiling(
         throughput: ok as f64 / window_s,
         latency: percentiles(&hist, true),
         accepted_total: acked_total,
+        answered_total,
         worst_ms_per_second: Vec::new(),
     })
 }

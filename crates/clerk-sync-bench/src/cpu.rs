@@ -14,27 +14,44 @@ use serde::Serialize;
 /// on every mainstream architecture, whatever the kernel's own tick rate.
 const USER_HZ: f64 = 100.0;
 
-/// The processes to follow, by label.
+/// The processes to follow, by label (several processes may share one: their times add up).
 #[derive(Debug, Clone)]
-pub struct Watch(Vec<(&'static str, u32)>);
+pub struct Watch {
+    pids: Vec<(&'static str, u32)>,
+    /// Labels for every process of a command name, found again at each snapshot.
+    commands: Vec<(&'static str, &'static str)>,
+}
 
 impl Watch {
     /// The bench itself under `own_label` (what it plays in the point: publisher, load generator),
     /// the local RabbitMQ node (when found), and `extra`.
     pub fn new(own_label: &'static str, extra: &[(&'static str, u32)]) -> Self {
         let mut pids = vec![(own_label, std::process::id())];
-        if let Some(pid) = find_by_comm("beam.smp") {
+        if let Some(pid) = find_by_comm("beam.smp").into_iter().next() {
             pids.push(("broker", pid));
         }
         pids.extend_from_slice(extra);
-        Self(pids)
+        Self { pids, commands: Vec::new() }
+    }
+
+    /// Also the local PostgreSQL server: every `postgres` process, and through the postmaster's
+    /// reaped-children times the backends that exited between two snapshots.
+    pub fn with_database(mut self) -> Self {
+        self.commands.push(("database", "postgres"));
+        self
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            machine: machine_busy_ticks(),
-            procs: self.0.iter().filter_map(|(label, pid)| Some((*label, process_ticks(*pid)?))).collect(),
+        let mut procs: Vec<(&'static str, u64)> = Vec::new();
+        let found = self.commands.iter().flat_map(|(label, comm)| find_by_comm(comm).into_iter().map(|p| (*label, p)));
+        for (label, pid) in self.pids.iter().copied().chain(found) {
+            let Some(ticks) = process_ticks(pid) else { continue };
+            match procs.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, sum)) => *sum += ticks,
+                None => procs.push((label, ticks)),
+            }
         }
+        Snapshot { machine: machine_busy_ticks(), procs }
     }
 }
 
@@ -60,9 +77,9 @@ impl PerMessage {
             out.insert("machine", per(b.saturating_sub(a)));
         }
         for (label, b) in &after.procs {
-            if let Some((_, a)) = before.procs.iter().find(|(l, _)| l == label) {
-                out.insert(*label, per(b.saturating_sub(*a)));
-            }
+            // A label absent before is a process started since: all its time is in the interval.
+            let a = before.procs.iter().find(|(l, _)| l == label).map_or(0, |(_, a)| *a);
+            out.insert(*label, per(b.saturating_sub(a)));
         }
         Self(out)
     }
@@ -78,7 +95,7 @@ impl PerMessage {
     }
 }
 
-/// utime + stime of every thread of `pid`, in ticks.
+/// utime + stime of every thread of `pid`, plus those of its children it has reaped, in ticks.
 fn process_ticks(pid: u32) -> Option<u64> {
     parse_process_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
@@ -86,11 +103,10 @@ fn process_ticks(pid: u32) -> Option<u64> {
 fn parse_process_ticks(stat: &str) -> Option<u64> {
     // The command name may hold spaces and parentheses: fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    // After the name: state(3) ... utime(14), stime(15), counted from 1 over the whole line.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    // After the name: state(3) ... utime(14), stime(15), cutime(16), cstime(17), counted from 1
+    // over the whole line.
+    let times: Vec<u64> = rest.split_whitespace().skip(11).take(4).map(str::parse).collect::<Result<_, _>>().ok()?;
+    (times.len() == 4).then(|| times.iter().sum())
 }
 
 /// Non-idle ticks of all CPUs: everything but idle and iowait.
@@ -106,12 +122,16 @@ fn parse_machine_busy(stat: &str) -> Option<u64> {
     (values.len() >= 8).then_some(busy)
 }
 
-fn find_by_comm(name: &str) -> Option<u32> {
-    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
-        (comm.trim_end() == name).then_some(pid)
-    })
+/// Every process whose command name is `name`.
+fn find_by_comm(name: &str) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then_some(pid)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -122,6 +142,10 @@ mod tests {
     fn process_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1000 0 0";
         assert_eq!(parse_process_ticks(stat), Some(325));
+        // A postmaster: 40 + 10 of its own, 900 + 50 from backends it has reaped.
+        let stat = "7 (postgres) S 1 7 7 0 -1 4194560 100 0 0 0 40 10 900 50 20 0 1 0 1000 0 0";
+        assert_eq!(parse_process_ticks(stat), Some(1000));
+        assert_eq!(parse_process_ticks("7 (postgres) S 1 7"), None);
     }
 
     #[test]
@@ -141,5 +165,14 @@ mod tests {
         assert!((per.0["machine"] - 200.0).abs() < 1e-9);
         assert_eq!(per.line(), "bench 10 µs, broker 70 µs, machine 200 µs");
         assert!(PerMessage::between(&before, &after, 0).0.is_empty());
+    }
+
+    #[test]
+    fn a_process_first_seen_after_the_interval_began_is_charged_all_its_time() {
+        let before = Snapshot { machine: Some(0), procs: vec![("broker", 100)] };
+        let after = Snapshot { machine: Some(300), procs: vec![("broker", 150), ("worker", 90)] };
+        let per = PerMessage::between(&before, &after, 10_000);
+        assert!((per.0["worker"] - 90.0).abs() < 1e-9);
+        assert!((per.0["broker"] - 50.0).abs() < 1e-9);
     }
 }

@@ -70,6 +70,8 @@ pub struct LoadReport {
     pub worst_ms_per_second: Vec<f64>,
     /// Every 202 of the run, warm-up included (what a consumer will find in the queue).
     pub accepted_total: u64,
+    /// Every answer of the run, whatever its status, warm-up included (what the server handled).
+    pub answered_total: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -129,6 +131,7 @@ struct Tally {
     io_errors: u64,
     statuses: BTreeMap<u16, u64>,
     accepted_total: u64,
+    answered_total: u64,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -169,6 +172,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         total.errors += t.errors;
         total.io_errors += t.io_errors;
         total.accepted_total += t.accepted_total;
+        total.answered_total += t.answered_total;
         for (status, n) in t.statuses {
             *total.statuses.entry(status).or_default() += n;
         }
@@ -195,6 +199,7 @@ fn summarise(shared: &Shared, total: Tally) -> LoadReport {
         throughput: total.accepted as f64 / window_s,
         latency: percentiles(&total.hist, spec.rate.is_none()),
         accepted_total: total.accepted_total,
+        answered_total: total.answered_total,
         worst_ms_per_second: total.worst_per_second.iter().map(|us| *us as f64 / 1000.0).collect(),
     }
 }
@@ -209,6 +214,7 @@ impl Tally {
             io_errors: 0,
             statuses: BTreeMap::new(),
             accepted_total: 0,
+            answered_total: 0,
         }
     }
 
@@ -286,6 +292,7 @@ async fn connection(shared: Arc<Shared>, mut signer: Signer) -> Tally {
             }
         };
         tally.accepted_total += u64::from(status == Some(ACCEPTED));
+        tally.answered_total += u64::from(status.is_some());
         if !recorded {
             continue;
         }

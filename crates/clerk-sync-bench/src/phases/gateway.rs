@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde_json::json;
 
 use super::Bench;
@@ -22,6 +23,8 @@ use crate::{broker, cpu};
 const TARGET_CONCURRENCY: usize = 64;
 /// The open-loop rate at which the issue sets the p99 target.
 const TARGET_RATE: f64 = 5_000.0;
+/// What the gateway answers a request whose signature it cannot verify.
+const REFUSED: u16 = 401;
 
 fn latency_note(r: &LoadReport) -> String {
     format!(
@@ -37,10 +40,22 @@ pub async fn spawn_gateway(b: &Bench) -> anyhow::Result<(Service, Url)> {
     Ok((gw, Url::parse(&url).await?))
 }
 
-/// One gateway load point against `url`.
+/// One gateway load point against `url`, signed with the gateway's secret.
 pub async fn gateway_load(
     b: &Bench,
     url: &Url,
+    corpus: Arc<Corpus>,
+    concurrency: usize,
+    rate: Option<f64>,
+    window: (Duration, Duration),
+) -> anyhow::Result<LoadReport> {
+    signed_load(b, url, b.env.secret.clone(), corpus, concurrency, rate, window).await
+}
+
+async fn signed_load(
+    b: &Bench,
+    url: &Url,
+    secret: SecretString,
     corpus: Arc<Corpus>,
     concurrency: usize,
     rate: Option<f64>,
@@ -48,7 +63,7 @@ pub async fn gateway_load(
 ) -> anyhow::Result<LoadReport> {
     let spec = LoadSpec {
         target: url.clone(),
-        secret: b.env.secret.clone(),
+        secret,
         concurrency,
         rate,
         duration,
@@ -61,6 +76,52 @@ pub async fn gateway_load(
     Ok(report)
 }
 
+/// The HTTP floor: the same closed-loop load, signed with a secret the gateway does not hold, so
+/// every request is read, verified and refused with 401 and nothing reaches the broker. Its CPU per
+/// request is what the HTTP leg alone (client included) costs on this machine; added to the
+/// ceiling's CPU per message, it bounds the ratio the gateway can reach at the same CPU use.
+async fn http_floor(
+    b: &mut Bench,
+    url: &Url,
+    watch: &cpu::Watch,
+    ceiling_machine_us: Option<f64>,
+) -> anyhow::Result<()> {
+    let (corpus, point) = (b.corpus(), b.opts.point());
+    let load = signed_load(b, url, crate::env::new_secret(), corpus, TARGET_CONCURRENCY, None, point);
+    let (r, used) = charging_cpu(watch, load, |r| r.answered_total).await?;
+    eprintln!("         CPU per refused request: {}", used.line());
+    let refused = r.statuses.get(&REFUSED).copied().unwrap_or_default();
+    // RabbitMQ's own background work (compaction after the last purge) is not the HTTP leg's.
+    let floor_us = used.0.get("machine").map(|m| m - used.0.get("broker").copied().unwrap_or_default());
+    let bound = ceiling_machine_us.zip(floor_us).map(|(c, f)| ratio_bound(c, f));
+    let bound_note = match (bound, ceiling_machine_us) {
+        (Some(bound), Some(ceiling)) => format!(
+            "; HTTP alone {:.0} µs (the machine's less the broker's): with the ceiling's {ceiling:.0} µs per \
+             message, the gateway can reach at most {bound:.2}x of the ceiling at the same CPU use",
+            floor_us.unwrap_or_default()
+        ),
+        _ => String::new(),
+    };
+    let row = Row::new(
+        format!("HTTP floor c{TARGET_CONCURRENCY} (401, nothing published)"),
+        r.requests as f64 / r.window_s,
+        "req/s",
+    )
+    .require_no_errors(r.requests - refused)
+    .note(format!("every request verified and refused; CPU per request {}{bound_note}", used.line()));
+    b.rows.push(row);
+    let mut detail = with_cpu(&r, &used);
+    detail["ratio_bound"] = json!(bound);
+    b.detail("http_floor", detail);
+    Ok(())
+}
+
+/// The best gateway-to-ceiling throughput ratio when both runs use the same CPU: every confirmed
+/// request costs at least the ceiling's CPU per message plus the HTTP floor's CPU per request.
+fn ratio_bound(ceiling_us: f64, floor_us: f64) -> f64 {
+    ceiling_us / (ceiling_us + floor_us)
+}
+
 /// The run of median throughput (the lower middle one for an even count).
 fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::PerMessage)> {
     let mut sorted: Vec<_> = runs.iter().collect();
@@ -68,15 +129,16 @@ fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::P
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
-/// Runs one load point and charges the CPU `watch` saw meanwhile to every message the point had
-/// confirmed, warm-up included, since the CPU of the warm-up is counted too.
+/// Runs one load point and charges the CPU `watch` saw meanwhile to every message `counted` (warm-up
+/// included, since the CPU of the warm-up is counted too).
 async fn charging_cpu(
     watch: &cpu::Watch,
     point: impl Future<Output = anyhow::Result<LoadReport>>,
+    counted: fn(&LoadReport) -> u64,
 ) -> anyhow::Result<(LoadReport, cpu::PerMessage)> {
     let before = watch.snapshot();
     let report = point.await?;
-    let used = cpu::PerMessage::between(&before, &watch.snapshot(), report.accepted_total);
+    let used = cpu::PerMessage::between(&before, &watch.snapshot(), counted(&report));
     Ok((report, used))
 }
 
@@ -95,6 +157,7 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     // The processes do not change during the phase: find them once.
     let ceiling_watch = cpu::Watch::new("publisher", &[]);
     let gateway_watch = gateway.as_ref().map(|(gw, _)| cpu::Watch::new("load generator", &[("gateway", gw.pid())]));
+    let mut ceiling_machine_us = None;
     for c in b.opts.concurrency.clone() {
         let rounds = if c == TARGET_CONCURRENCY && with_broker && with_gateway { b.opts.rounds } else { 1 };
         let (mut brokers, mut gateways) = (Vec::new(), Vec::new());
@@ -102,14 +165,15 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
             if with_broker {
                 b.purge().await?;
                 let run = broker::ceiling(&b.env, &b.amqp, corpus.clone(), c, channels, point);
-                let (r, used) = charging_cpu(&ceiling_watch, run).await?;
+                let (r, used) = charging_cpu(&ceiling_watch, run, |r| r.accepted_total).await?;
                 eprintln!("broker   {}; CPU per message: {}", r.line(), used.line());
                 b.detail("broker", with_cpu(&r, &used));
                 brokers.push((r, used));
             }
             if let (Some((gw, url)), Some(watch)) = (gateway.as_mut(), &gateway_watch) {
                 b.purge().await?;
-                let (r, used) = charging_cpu(watch, gateway_load(b, url, corpus.clone(), c, None, point)).await?;
+                let load = gateway_load(b, url, corpus.clone(), c, None, point);
+                let (r, used) = charging_cpu(watch, load, |r| r.accepted_total).await?;
                 eprintln!("         CPU per request: {}", used.line());
                 gw.sample_rss();
                 b.detail("gateway_closed", with_cpu(&r, &used));
@@ -119,6 +183,9 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
         let ceiling_run = median(&brokers);
         if let Some((r, used)) = ceiling_run {
             b.broker_ceiling.insert(c, (r.throughput, r.latency.p99_ms));
+            if c == TARGET_CONCURRENCY {
+                ceiling_machine_us = used.0.get("machine").copied();
+            }
             if !with_gateway {
                 let note = format!("{}; CPU per message {}", latency_note(r), used.line());
                 b.rows.push(Row::new(format!("broker ceiling c{c} throughput"), r.throughput, "msg/s").note(note));
@@ -159,6 +226,12 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                     .note(format!("uncorrected p99 {:.2} ms; ceiling = broker p99", r.latency.raw_p99_ms)),
             );
         }
+    }
+    if let (Some((_, url)), Some(watch)) = (&gateway, &gateway_watch)
+        && b.opts.concurrency.contains(&TARGET_CONCURRENCY)
+    {
+        b.purge().await?;
+        http_floor(b, url, watch, ceiling_machine_us).await?;
     }
     if let Some((mut gw, url)) = gateway {
         let connections = b.opts.open_connections;
@@ -201,6 +274,7 @@ mod tests {
             latency: Default::default(),
             worst_ms_per_second: Vec::new(),
             accepted_total: 0,
+            answered_total: 0,
         };
         (report, cpu::PerMessage::default())
     }
@@ -212,5 +286,12 @@ mod tests {
         assert_eq!(throughput(&[run(9.0), run(3.0)]), Some(3.0));
         assert_eq!(throughput(&[run(7.0)]), Some(7.0));
         assert_eq!(throughput(&[]), None);
+    }
+
+    #[test]
+    fn the_ratio_bound_charges_every_request_the_ceilings_cpu_and_the_http_floors() {
+        // 150 µs per message in the ceiling, 50 µs per request for HTTP alone: 150 / 200.
+        assert!((ratio_bound(150.0, 50.0) - 0.75).abs() < 1e-12);
+        assert!((ratio_bound(90.0, 0.0) - 1.0).abs() < 1e-12);
     }
 }

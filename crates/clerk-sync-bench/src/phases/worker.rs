@@ -13,10 +13,9 @@ use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
 use super::Bench;
-use crate::broker;
-use crate::dbceiling;
 use crate::procs::{Service, sum_metric};
 use crate::report::{Row, Target};
+use crate::{broker, cpu, dbceiling};
 
 const EVENTS_METRIC: &str = "clerk_sync_worker_events_total";
 const OUTCOMES: [&str; 6] = ["applied", "stale", "ignored", "duplicate", "retried", "dead_lettered"];
@@ -31,7 +30,10 @@ pub async fn database(b: &mut Bench) -> anyhow::Result<()> {
     let (batch, concurrency) = (b.env.defaults.worker.batch_size, b.env.defaults.worker.concurrency);
     b.env.truncate().await?;
     let connect = b.env.ceiling_connect_options()?;
+    let watch = cpu::Watch::new("ceiling program", &[]).with_database();
+    let before = watch.snapshot();
     let r = dbceiling::run(&connect, &workload.messages, batch, concurrency).await?;
+    let used = cpu::PerMessage::between(&before, &watch.snapshot(), r.messages as u64);
     eprintln!(
         "database ceiling: {:.0} events/s ({} batches of {batch}, {concurrency} connections, {} rows, {:.1} s)",
         r.events_per_s, r.batches, r.rows_written, r.seconds
@@ -39,10 +41,15 @@ pub async fn database(b: &mut Bench) -> anyhow::Result<()> {
     b.db_ceiling = Some(r.events_per_s);
     let via = if r.unix_socket { "Unix socket" } else { "TCP" };
     b.rows.push(Row::new("database ceiling (plain batched upserts)", r.events_per_s, "events/s").note(format!(
-        "{} messages in {:.1} s, batches of {batch}, {concurrency} concurrent transactions, via {via}",
-        r.messages, r.seconds
+        "{} messages in {:.1} s, batches of {batch}, {concurrency} concurrent transactions, via {via}; CPU per \
+         event {}",
+        r.messages,
+        r.seconds,
+        used.line()
     )));
-    b.details.insert("database".into(), json!(r));
+    let mut detail = json!(r);
+    detail["cpu_us_per_message"] = json!(used);
+    b.details.insert("database".into(), detail);
     b.env.truncate().await?;
     Ok(())
 }
@@ -78,6 +85,9 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         for i in 0..n {
             procs.push(Service::worker(&b.paths, &b.env, i)?);
         }
+        let pids: Vec<_> = procs.iter().map(|p| ("worker", p.pid())).collect();
+        let watch = cpu::Watch::new("bench", &pids).with_database();
+        let before = watch.snapshot();
         let (elapsed, counts) = loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             anyhow::ensure!(started.elapsed() < RUN_TIMEOUT, "{n} worker(s) did not finish in {RUN_TIMEOUT:?}");
@@ -97,6 +107,8 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
                 }
             }
         };
+        // Up to the moment the run was seen complete (the polling after it adds a little).
+        let used = cpu::PerMessage::between(&before, &watch.snapshot(), total as u64);
         let rate = total as f64 / elapsed.as_secs_f64();
         let mut rss = 0;
         for p in procs {
@@ -107,14 +119,16 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
             OUTCOMES.iter().zip(counts).map(|(o, c)| ((*o).to_owned(), json!(c as u64))).collect();
         let failures = (counts[4] + counts[5]) as u64;
         eprintln!(
-            "worker x{n}: {total} events in {:.2} s = {rate:.0} events/s; outcomes {outcomes:?}",
-            elapsed.as_secs_f64()
+            "worker x{n}: {total} events in {:.2} s = {rate:.0} events/s; outcomes {outcomes:?}; CPU per event {}",
+            elapsed.as_secs_f64(),
+            used.line()
         );
         let note = format!(
-            "{total} messages ({distinct} distinct) in {:.1} s; pre-fill {:.1} s; peak RSS {:.0} MiB",
+            "{total} messages ({distinct} distinct) in {:.1} s; pre-fill {:.1} s; peak RSS {:.0} MiB; CPU per event {}",
             elapsed.as_secs_f64(),
             publish.as_secs_f64(),
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            used.line()
         );
         if n == 1 {
             b.rows.push(
@@ -134,7 +148,7 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
             "worker",
             json!({"workers": n, "messages": total, "distinct": distinct, "seconds": elapsed.as_secs_f64(),
                    "events_per_s": rate, "prefill_seconds": publish.as_secs_f64(), "outcomes": outcomes,
-                   "peak_rss_kib": rss}),
+                   "peak_rss_kib": rss, "cpu_us_per_message": used}),
         );
     }
     Ok(())

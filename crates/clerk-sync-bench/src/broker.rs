@@ -63,14 +63,16 @@ async fn publish_confirmed(
     }
 }
 
-/// The broker ceiling at `concurrency`: as many tasks, each publishing its next message when the
-/// previous one is confirmed, spread over `channels` confirm channels as the gateway's publisher
-/// spreads its requests.
+/// The broker ceiling at `concurrency`: as many tasks, spread over `channels` confirm channels as
+/// the gateway's publisher spreads its requests. Closed loop (`rate` none): each task publishes its
+/// next message when the previous one is confirmed. Open loop: messages are due at `rate` per
+/// second whatever the broker does, and latency counts from when each was due, as the load
+/// generator counts it in front of the gateway.
 pub async fn ceiling(
     env: &BenchEnv,
     conn: &Connection,
     corpus: Arc<Corpus>,
-    concurrency: usize,
+    (concurrency, rate): (usize, Option<f64>),
     channels: usize,
     (warmup, duration): (Duration, Duration),
 ) -> anyhow::Result<LoadReport> {
@@ -89,20 +91,27 @@ pub async fn ceiling(
                 let mut hist = histogram();
                 let (mut ok, mut errors, mut acked_total, mut answered) = (0u64, 0u64, 0u64, 0u64);
                 let mut body = Vec::new();
-                while Instant::now() < end {
+                loop {
                     let seq = next.fetch_add(1, Ordering::Relaxed);
+                    let due = match rate {
+                        Some(rate) => start + Duration::from_secs_f64(seq as f64 / rate),
+                        None => Instant::now(),
+                    };
+                    if due >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
                     let template = corpus.get(seq);
                     let now_ms = chrono::Utc::now().timestamp_millis();
                     body.clear();
                     template.render_into(now_ms, &mut body);
                     let id = format!("msg_b{run_id}{seq:010}");
                     let props = properties(&id, template.event_type, now_ms / 1000, now_ms);
-                    let sent = Instant::now();
                     let acked = publish_confirmed(ch, &exchange, template.event_type, &body, props).await;
                     acked_total += u64::from(acked);
                     answered += 1;
-                    if sent >= measure_from {
-                        hist.saturating_record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+                    if due >= measure_from {
+                        hist.saturating_record(u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
                         if acked { ok += 1 } else { errors += 1 }
                     }
                 }
@@ -124,19 +133,21 @@ pub async fn ceiling(
         let _ = ch.close(200, "done".into()).await;
     }
     let window_s = duration.as_secs_f64();
+    // Messages due in the window that the tasks never got to (they fell behind the schedule).
+    let unsent = rate.map_or(0, |rate| ((window_s * rate).floor() as u64).saturating_sub(hist.len()));
     Ok(LoadReport {
         mode: "broker",
         concurrency,
-        rate: None,
+        rate,
         requests: hist.len(),
         accepted: ok,
-        errors,
+        errors: errors + unsent,
         statuses: Default::default(),
         io_errors: 0,
-        unsent: 0,
+        unsent,
         window_s,
         throughput: ok as f64 / window_s,
-        latency: percentiles(&hist, true),
+        latency: percentiles(&hist, rate.is_none()),
         accepted_total: acked_total,
         answered_total,
         worst_ms_per_second: Vec::new(),

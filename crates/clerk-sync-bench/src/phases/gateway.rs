@@ -164,7 +164,7 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
         for _ in 0..rounds {
             if with_broker {
                 b.purge().await?;
-                let run = broker::ceiling(&b.env, &b.amqp, corpus.clone(), c, channels, point);
+                let run = broker::ceiling(&b.env, &b.amqp, corpus.clone(), (c, None), channels, point);
                 let (r, used) = charging_cpu(&ceiling_watch, run, |r| r.accepted_total).await?;
                 eprintln!("broker   {}; CPU per message: {}", r.line(), used.line());
                 b.detail("broker", with_cpu(&r, &used));
@@ -236,14 +236,29 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     if let Some((mut gw, url)) = gateway {
         let connections = b.opts.open_connections;
         for rate in b.opts.rates.clone() {
+            // The broker alone at the same rate: how much of the gateway's p99 is RabbitMQ's.
+            let broker_p99 = if with_broker {
+                b.purge().await?;
+                let load = (connections, Some(rate));
+                let r = broker::ceiling(&b.env, &b.amqp, corpus.clone(), load, channels, point).await?;
+                eprintln!("broker   {}", r.line());
+                b.detail("broker_open", json!(r));
+                Some(r.latency.p99_ms)
+            } else {
+                None
+            };
             b.purge().await?;
             let r = gateway_load(b, &url, corpus.clone(), connections, Some(rate), point).await?;
             gw.sample_rss();
-            let mut row = Row::new(format!("gateway open {rate:.0}/s p99"), r.latency.p99_ms, "ms");
+            let mut row = Row::new(format!("gateway open {rate:.0}/s p99"), r.latency.p99_ms, "ms").ceiling(broker_p99);
             if (rate - TARGET_RATE).abs() < f64::EPSILON {
                 row = row.target(Target::AtMost(20.0));
             }
-            let note = format!("achieved {:.0} req/s over {connections} conns; {}", r.throughput, latency_note(&r));
+            let note = format!(
+                "achieved {:.0} req/s over {connections} conns; {}; ceiling = broker p99 at the same rate",
+                r.throughput,
+                latency_note(&r)
+            );
             b.rows.push(row.require_no_errors(r.errors).note(note));
             b.detail("gateway_open", json!(r));
         }

@@ -1,6 +1,6 @@
 //! RabbitMQ without the gateway: the broker ceiling (plain lapin publishes, persistent and
-//! mandatory, each awaiting its own confirm, closed-loop at the gateway's concurrency and payloads)
-//! and the pre-fill of the worker's queue (the same messages the gateway would publish, many
+//! mandatory, each awaiting its own confirm, at the gateway's concurrency and payloads, closed-loop
+//! or open-loop at the gateway's rates) and the pre-fill of the worker's queue (the same messages the gateway would publish, many
 //! confirms pipelined on several channels).
 
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! right before the gateway, so both see the same broker state and the same background noise; at the
 //! target's concurrency the pair is repeated and the medians are reported, since the shared broker
 //! stalls now and then for tens of milliseconds and one such stall would otherwise decide the ratio.
-//! Then the gateway open-loop at fixed rates. The queue is purged before every point so a growing
-//! backlog never slows the broker down between points.
+//! Then the HTTP floor (requests the gateway refuses, nothing published), which bounds the ratio the
+//! gateway can reach on these cores, and at each fixed rate the broker alone then the gateway
+//! open-loop. The queue is purged before every point so a growing backlog never slows the broker
+//! down between points.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -109,7 +109,7 @@ async fn http_floor(
         r.requests as f64 / r.window_s,
         "req/s",
     )
-    .require_no_errors(r.requests - refused)
+    .require_no_errors(r.requests.saturating_sub(refused))
     .note(format!("every request verified and refused; CPU per request {}{bound_note}", used.line()));
     b.rows.push(row);
     let mut detail = with_cpu(&r, &used);

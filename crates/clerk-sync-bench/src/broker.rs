@@ -1,7 +1,7 @@
 //! RabbitMQ without the gateway: the broker ceiling (plain lapin publishes, persistent and
 //! mandatory, each awaiting its own confirm, at the gateway's concurrency and payloads, closed-loop
-//! or open-loop at the gateway's rates) and the pre-fill of the worker's queue (the same messages the gateway would publish, many
-//! confirms pipelined on several channels).
+//! or open-loop at the gateway's rates) and the pre-fill of the worker's queue (the same messages
+//! the gateway would publish, many confirms pipelined on several channels).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -42,13 +42,11 @@ impl Watch {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let mut procs: Vec<(&'static str, u64)> = Vec::new();
+        let mut procs = BTreeMap::new();
         let found = self.commands.iter().flat_map(|(label, comm)| find_by_comm(comm).into_iter().map(|p| (*label, p)));
         for (label, pid) in self.pids.iter().copied().chain(found) {
-            let Some(ticks) = process_ticks(pid) else { continue };
-            match procs.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, sum)) => *sum += ticks,
-                None => procs.push((label, ticks)),
+            if let Some(ticks) = process_ticks(pid) {
+                *procs.entry(label).or_default() += ticks;
             }
         }
         Snapshot { machine: machine_busy_ticks(), procs }
@@ -58,7 +56,8 @@ impl Watch {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     machine: Option<u64>,
-    procs: Vec<(&'static str, u64)>,
+    /// Ticks by label.
+    procs: BTreeMap<&'static str, u64>,
 }
 
 /// Microseconds of CPU per message between two snapshots, by label, plus `machine` (all CPUs,
@@ -78,7 +77,7 @@ impl PerMessage {
         }
         for (label, b) in &after.procs {
             // A label absent before is a process started since: all its time is in the interval.
-            let a = before.procs.iter().find(|(l, _)| l == label).map_or(0, |(_, a)| *a);
+            let a = before.procs.get(label).copied().unwrap_or_default();
             out.insert(*label, per(b.saturating_sub(a)));
         }
         Self(out)
@@ -93,6 +92,13 @@ impl PerMessage {
         }
         parts.join(", ")
     }
+}
+
+/// `report` as JSON with `used` under `cpu_us_per_message`, for `results.json`.
+pub fn with_cpu(report: &impl Serialize, used: &PerMessage) -> serde_json::Value {
+    let mut value = serde_json::json!(report);
+    value["cpu_us_per_message"] = serde_json::json!(used);
+    value
 }
 
 /// utime + stime of every thread of `pid`, plus those of its children it has reaped, in ticks.
@@ -156,8 +162,8 @@ mod tests {
 
     #[test]
     fn cpu_per_message_divides_each_process_and_the_machine_by_the_messages() {
-        let before = Snapshot { machine: Some(1_000), procs: vec![("broker", 100), ("bench", 10)] };
-        let after = Snapshot { machine: Some(1_200), procs: vec![("broker", 170), ("bench", 20)] };
+        let before = Snapshot { machine: Some(1_000), procs: BTreeMap::from([("broker", 100), ("bench", 10)]) };
+        let after = Snapshot { machine: Some(1_200), procs: BTreeMap::from([("broker", 170), ("bench", 20)]) };
         let per = PerMessage::between(&before, &after, 10_000);
         // 70 ticks = 0.7 s over 10,000 messages = 70 µs each.
         assert!((per.0["broker"] - 70.0).abs() < 1e-9);
@@ -169,8 +175,8 @@ mod tests {
 
     #[test]
     fn a_process_first_seen_after_the_interval_began_is_charged_all_its_time() {
-        let before = Snapshot { machine: Some(0), procs: vec![("broker", 100)] };
-        let after = Snapshot { machine: Some(300), procs: vec![("broker", 150), ("worker", 90)] };
+        let before = Snapshot { machine: Some(0), procs: BTreeMap::from([("broker", 100)]) };
+        let after = Snapshot { machine: Some(300), procs: BTreeMap::from([("broker", 150), ("worker", 90)]) };
         let per = PerMessage::between(&before, &after, 10_000);
         assert!((per.0["worker"] - 90.0).abs() < 1e-9);
         assert!((per.0["broker"] - 50.0).abs() < 1e-9);

@@ -96,11 +96,10 @@ async fn http_floor(
     // RabbitMQ's own background work (compaction after the last purge) is not the HTTP leg's.
     let floor_us = used.0.get("machine").map(|m| m - used.0.get("broker").copied().unwrap_or_default());
     let bound = ceiling_machine_us.zip(floor_us).map(|(c, f)| ratio_bound(c, f));
-    let bound_note = match (bound, ceiling_machine_us) {
-        (Some(bound), Some(ceiling)) => format!(
-            "; HTTP alone {:.0} µs (the machine's less the broker's): with the ceiling's {ceiling:.0} µs per \
-             message, the gateway can reach at most {bound:.2}x of the ceiling at the same CPU use",
-            floor_us.unwrap_or_default()
+    let bound_note = match (ceiling_machine_us, floor_us, bound) {
+        (Some(ceiling), Some(floor), Some(bound)) => format!(
+            "; HTTP alone {floor:.0} µs (the machine's less the broker's): with the ceiling's {ceiling:.0} µs per \
+             message, the gateway can reach at most {bound:.2}x of the ceiling at the same CPU use"
         ),
         _ => String::new(),
     };
@@ -112,7 +111,7 @@ async fn http_floor(
     .require_no_errors(r.requests.saturating_sub(refused))
     .note(format!("every request verified and refused; CPU per request {}{bound_note}", used.line()));
     b.rows.push(row);
-    let mut detail = with_cpu(&r, &used);
+    let mut detail = cpu::with_cpu(&r, &used);
     detail["ratio_bound"] = json!(bound);
     b.detail("http_floor", detail);
     Ok(())
@@ -144,12 +143,6 @@ async fn charging_cpu(
     Ok((report, used))
 }
 
-fn with_cpu(report: &LoadReport, used: &cpu::PerMessage) -> serde_json::Value {
-    let mut value = json!(report);
-    value["cpu_us_per_message"] = json!(used);
-    value
-}
-
 /// `with_broker`: measure the ceiling; `with_gateway`: measure the gateway (both for `all`).
 pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: bool) -> anyhow::Result<()> {
     let mut gateway = if with_gateway { Some(spawn_gateway(b).await?) } else { None };
@@ -169,7 +162,7 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 let run = broker::ceiling(&b.env, &b.amqp, corpus.clone(), (c, None), channels, point);
                 let (r, used) = charging_cpu(&ceiling_watch, run, |r| r.accepted_total).await?;
                 eprintln!("broker   {}; CPU per message: {}", r.line(), used.line());
-                b.detail("broker", with_cpu(&r, &used));
+                b.detail("broker", cpu::with_cpu(&r, &used));
                 brokers.push((r, used));
             }
             if let (Some((gw, url)), Some(watch)) = (gateway.as_mut(), &gateway_watch) {
@@ -178,7 +171,7 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 let (r, used) = charging_cpu(watch, load, |r| r.accepted_total).await?;
                 eprintln!("         CPU per request: {}", used.line());
                 gw.sample_rss();
-                b.detail("gateway_closed", with_cpu(&r, &used));
+                b.detail("gateway_closed", cpu::with_cpu(&r, &used));
                 gateways.push((r, used));
             }
         }

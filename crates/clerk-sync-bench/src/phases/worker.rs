@@ -47,9 +47,7 @@ pub async fn database(b: &mut Bench) -> anyhow::Result<()> {
         r.seconds,
         used.line()
     )));
-    let mut detail = json!(r);
-    detail["cpu_us_per_message"] = json!(used);
-    b.details.insert("database".into(), detail);
+    b.details.insert("database".into(), cpu::with_cpu(&r, &used));
     b.env.truncate().await?;
     Ok(())
 }

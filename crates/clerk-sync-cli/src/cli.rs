@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use clerk_sync_core::settings::cli::ConfigArgs;
 
 #[derive(Parser)]
@@ -13,7 +14,8 @@ use clerk_sync_core::settings::cli::ConfigArgs;
     about = "Operate clerk-sync: inspect and replay dead letters, migrate the schema, send signed test events, backfill.",
     long_about = "Operate clerk-sync. Every command reads the same configuration as the services \
                   (built-in defaults, --config / CLERK_SYNC_CONFIG, CLERK_SYNC__SECTION__KEY variables, \
-                  AMQP_URL, DATABASE_URL, CLERK_WEBHOOK_SIGNING_SECRET, CLERK_SECRET_KEY, and .env)."
+                  AMQP_URL, DATABASE_URL, CLERK_WEBHOOK_SIGNING_SECRET, CLERK_SECRET_KEY, and .env).",
+    override_usage = "clerk-sync [OPTIONS] <COMMAND>\n       clerk-sync --check-config [--config <PATH>]"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -21,8 +23,20 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Required, except with `--check-config` alone (see [`missing_subcommand`]).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// Exits with clap's usage error. clap can make a subcommand required or optional, not "required
+/// unless `--check-config`", so `main` asks for it itself.
+pub fn missing_subcommand() -> ! {
+    Cli::command()
+        .error(
+            ErrorKind::MissingSubcommand,
+            "a subcommand is required (or --check-config, to validate the configuration)",
+        )
+        .exit()
 }
 
 #[derive(Subcommand)]

@@ -19,7 +19,14 @@ use output::Output;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let requirements: &[Requirement] = match &cli.command {
+    let Some(command) = cli.command else {
+        if !cli.config.check_config {
+            cli::missing_subcommand();
+        }
+        // `--check-config` alone validates and prints what every command shares, then exits.
+        return cli.config.load(&[]).err().unwrap_or(ExitCode::SUCCESS);
+    };
+    let requirements: &[Requirement] = match &command {
         Command::Send(args) if !args.list => &[Requirement::SigningSecret],
         Command::Backfill(_) => &[Requirement::ClerkSecretKey],
         _ => &[],
@@ -29,7 +36,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let out = Output { json: cli.json };
-    match run(&settings, cli.command, out).await {
+    match run(&settings, command, out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,7 +1,9 @@
 //! RabbitMQ without the gateway: the broker ceiling (plain lapin publishes, persistent and
 //! mandatory, each awaiting its own confirm, at the gateway's concurrency and payloads, closed-loop
-//! or open-loop at the gateway's rates) and the pre-fill of the worker's queue (the same messages
-//! the gateway would publish, many confirms pipelined on several channels).
+//! or open-loop at the gateway's rates), the search for the channel count at which the broker does
+//! best at each concurrency (a ceiling is the broker's best, not the broker at the gateway's
+//! setting), and the pre-fill of the worker's queue (the same messages the gateway would publish,
+//! many confirms pipelined on several channels).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,7 @@ use hdrhistogram::Histogram;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use clerk_sync_core::amqp::{self, headers};
@@ -154,6 +157,82 @@ pub async fn ceiling(
     })
 }
 
+/// One channel count tried by [`search_channels`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Tried {
+    pub channels: usize,
+    /// The best of its runs: a broker stall in one short run says nothing about the count.
+    pub throughput: f64,
+    /// Every run's throughput, in the order they ran.
+    pub runs: Vec<f64>,
+}
+
+/// What [`search_channels`] found at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelSearch {
+    pub concurrency: usize,
+    pub tried: Vec<Tried>,
+    /// The count with the highest throughput (the fewer channels on a tie).
+    pub best: usize,
+    /// Measured seconds per run (after its warm-up).
+    pub window_s: f64,
+}
+
+impl ChannelSearch {
+    /// `4 of 1/2/4/8/16 channels (1: 9.1k/s, 2: 14.0k/s, ...)`, for the table's notes.
+    pub fn line(&self) -> String {
+        let counts: Vec<String> = self.tried.iter().map(|t| t.channels.to_string()).collect();
+        let rates: Vec<String> =
+            self.tried.iter().map(|t| format!("{}: {:.1}k/s", t.channels, t.throughput / 1000.0)).collect();
+        let runs = self.tried.first().map_or(0, |t| t.runs.len());
+        format!(
+            "{} of {} channels, best of {runs} {:.0} s runs each ({})",
+            self.best,
+            counts.join("/"),
+            self.window_s,
+            rates.join(", ")
+        )
+    }
+}
+
+/// The closed-loop ceiling at `concurrency` over each of `counts` channels, `passes` times round
+/// (so the shared broker's stalls and the machine's noise fall on every count alike), the queue
+/// purged before each run, in short windows: the count that serves the broker best at this
+/// concurrency and payload, for the ceiling's full-length runs.
+pub async fn search_channels(
+    env: &BenchEnv,
+    conn: &Connection,
+    purge_on: &Channel,
+    corpus: Arc<Corpus>,
+    (concurrency, counts, passes): (usize, &[usize], usize),
+    window: (Duration, Duration),
+) -> anyhow::Result<ChannelSearch> {
+    let mut tried: Vec<Tried> =
+        counts.iter().map(|&channels| Tried { channels, throughput: 0.0, runs: Vec::new() }).collect();
+    for _ in 0..passes.max(1) {
+        for t in &mut tried {
+            env.purge(purge_on).await?;
+            let r = ceiling(env, conn, corpus.clone(), (concurrency, None), t.channels, window).await?;
+            eprintln!("search   {} over {} channels", r.line(), t.channels);
+            t.throughput = t.throughput.max(r.throughput);
+            t.runs.push(r.throughput);
+        }
+    }
+    let best = best_count(&tried).ok_or_else(|| anyhow::anyhow!("no channel count to search"))?;
+    Ok(ChannelSearch { concurrency, tried, best, window_s: window.1.as_secs_f64() })
+}
+
+/// The count with the highest throughput; on a tie the fewer channels, which cost the broker less.
+fn best_count(tried: &[Tried]) -> Option<usize> {
+    tried
+        .iter()
+        .fold(None, |best: Option<&Tried>, t| match best {
+            Some(b) if b.throughput >= t.throughput => Some(b),
+            _ => Some(t),
+        })
+        .map(|t| t.channels)
+}
+
 /// Publishes every message (duplicates included) with up to `window` unconfirmed per channel;
 /// returns the time it took. Fails if any message is not confirmed.
 pub async fn prefill(
@@ -184,4 +263,23 @@ pub async fn prefill(
     }
     anyhow::ensure!(failed == 0, "{failed} of {} pre-fill messages were not confirmed", messages.len());
     Ok(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tried(channels: usize, throughput: f64) -> Tried {
+        Tried { channels, throughput, runs: vec![throughput / 2.0, throughput] }
+    }
+
+    #[test]
+    fn the_search_keeps_the_fastest_count_and_the_fewer_channels_on_a_tie() {
+        let runs = [tried(1, 9_100.0), tried(2, 14_000.0), tried(4, 18_000.0), tried(8, 15_000.0), tried(16, 18_000.0)];
+        assert_eq!(best_count(&runs), Some(4));
+        assert_eq!(best_count(&[tried(8, 5_000.0)]), Some(8));
+        assert_eq!(best_count(&[]), None);
+        let search = ChannelSearch { concurrency: 64, tried: runs[..2].to_vec(), best: 2, window_s: 2.0 };
+        assert_eq!(search.line(), "2 of 1/2 channels, best of 2 2 s runs each (1: 9.1k/s, 2: 14.0k/s)");
+    }
 }

@@ -99,6 +99,9 @@ struct Knobs {
     /// Broker-then-gateway pairs at 64 connections (the target's concurrency); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Channel counts the broker ceiling tries at each concurrency (the best is the ceiling).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
+    ceiling_channels: Vec<usize>,
 }
 
 impl From<Knobs> for Options {
@@ -115,6 +118,7 @@ impl From<Knobs> for Options {
             e2e_secs: k.e2e_secs,
             ceilings: !k.no_ceiling,
             rounds: k.rounds.max(1),
+            ceiling_channels: k.ceiling_channels.into_iter().map(|n| n.max(1)).collect(),
         }
     }
 }

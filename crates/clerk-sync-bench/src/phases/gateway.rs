@@ -1,7 +1,10 @@
-//! Broker ceiling and gateway, interleaved: at each concurrency the plain-lapin ceiling is measured
-//! right before the gateway, so both see the same broker state and the same background noise; at the
-//! target's concurrency the pair is repeated and the medians are reported, since the shared broker
-//! stalls now and then for tens of milliseconds and one such stall would otherwise decide the ratio.
+//! Broker ceiling and gateway, interleaved: at each concurrency the ceiling first searches the
+//! channel count the broker does best with (1, 2, 4, 8, 16 by default: the gateway's own setting is
+//! not the broker's best, and a ceiling measured at it flattered the ratio), then the plain-lapin
+//! ceiling at that count is measured right before the gateway, so both see the same broker state and
+//! the same background noise; at the target's concurrency the pair is repeated and the medians are
+//! reported, since the shared broker stalls now and then for tens of milliseconds and one such stall
+//! would otherwise decide the ratio.
 //! Then the HTTP floor (requests the gateway refuses, nothing published), which bounds the ratio the
 //! gateway can reach on these cores, and at each fixed rate the broker alone then the gateway
 //! open-loop. The queue is purged before every point so a growing backlog never slows the broker
@@ -14,6 +17,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::Bench;
+use crate::broker::ChannelSearch;
 use crate::corpus::Corpus;
 use crate::http1::Target as Url;
 use crate::loadgen::{self, LoadReport, LoadSpec};
@@ -130,6 +134,39 @@ fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::P
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
+/// Runs of each channel count in the search, interleaved: the best run counts, so that one broker
+/// stall in a short run does not rule a count out.
+const SEARCH_PASSES: usize = 2;
+
+/// Each search run's window: long enough to rank the counts (tens of thousands of confirms each),
+/// short enough that two runs of five counts at three concurrencies add about a minute.
+fn search_window((warmup, secs): (Duration, Duration)) -> (Duration, Duration) {
+    (warmup / 2, secs.min(Duration::from_secs(2)))
+}
+
+/// The channel count of the ceiling at `concurrency`: the only one given, or the best of a search.
+async fn ceiling_channels(
+    b: &mut Bench,
+    corpus: Arc<Corpus>,
+    concurrency: usize,
+) -> anyhow::Result<(usize, Option<ChannelSearch>)> {
+    let counts = b.opts.ceiling_channels.clone();
+    if let [only] = counts[..] {
+        return Ok((only, None));
+    }
+    let window = search_window(b.opts.point());
+    let load = (concurrency, &counts[..], SEARCH_PASSES);
+    let search = broker::search_channels(&b.env, &b.amqp, &b.channel, corpus, load, window).await?;
+    eprintln!("broker   c{concurrency}: ceiling over {}", search.line());
+    b.detail("broker_channel_search", json!(search));
+    Ok((search.best, Some(search)))
+}
+
+/// `4 of 1/2/4/8/16 channels (1: ..., ...)` after a search, else `8 channels`.
+fn channels_note(channels: usize, search: Option<&ChannelSearch>) -> String {
+    search.map_or_else(|| format!("{channels} channels"), ChannelSearch::line)
+}
+
 /// Runs one load point and charges the CPU `watch` saw meanwhile to every message `counted` (warm-up
 /// included, since the CPU of the warm-up is counted too).
 async fn charging_cpu(
@@ -146,7 +183,12 @@ async fn charging_cpu(
 /// `with_broker`: measure the ceiling; `with_gateway`: measure the gateway (both for `all`).
 pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: bool) -> anyhow::Result<()> {
     let mut gateway = if with_gateway { Some(spawn_gateway(b).await?) } else { None };
-    let channels = b.env.defaults.amqp.publisher_channels;
+    let gateway_channels = b.env.defaults.amqp.publisher_channels;
+    // The open-loop broker runs use the closed-loop best at their connection count, if searched.
+    let mut open_loop_channels = match b.opts.ceiling_channels[..] {
+        [only] => only,
+        _ => gateway_channels,
+    };
     let corpus = b.corpus();
     let point = b.opts.point();
     // The processes do not change during the phase: find them once.
@@ -155,14 +197,21 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     let mut ceiling_machine_us = None;
     for c in b.opts.concurrency.clone() {
         let rounds = if c == TARGET_CONCURRENCY && with_broker && with_gateway { b.opts.rounds } else { 1 };
+        let (channels, search) =
+            if with_broker { ceiling_channels(b, corpus.clone(), c).await? } else { (gateway_channels, None) };
+        if c == b.opts.open_connections && search.is_some() {
+            open_loop_channels = channels;
+        }
         let (mut brokers, mut gateways) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             if with_broker {
                 b.purge().await?;
                 let run = broker::ceiling(&b.env, &b.amqp, corpus.clone(), (c, None), channels, point);
                 let (r, used) = charging_cpu(&ceiling_watch, run, |r| r.accepted_total).await?;
-                eprintln!("broker   {}; CPU per message: {}", r.line(), used.line());
-                b.detail("broker", cpu::with_cpu(&r, &used));
+                eprintln!("broker   {} over {channels} channels; CPU per message: {}", r.line(), used.line());
+                let mut detail = cpu::with_cpu(&r, &used);
+                detail["channels"] = json!(channels);
+                b.detail("broker", detail);
                 brokers.push((r, used));
             }
             if let (Some((gw, url)), Some(watch)) = (gateway.as_mut(), &gateway_watch) {
@@ -171,7 +220,9 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 let (r, used) = charging_cpu(watch, load, |r| r.accepted_total).await?;
                 eprintln!("         CPU per request: {}", used.line());
                 gw.sample_rss();
-                b.detail("gateway_closed", cpu::with_cpu(&r, &used));
+                let mut detail = cpu::with_cpu(&r, &used);
+                detail["publisher_channels"] = json!(gateway_channels);
+                b.detail("gateway_closed", detail);
                 gateways.push((r, used));
             }
         }
@@ -182,7 +233,8 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 ceiling_machine_us = used.0.get("machine").copied();
             }
             if !with_gateway {
-                let note = format!("{}; CPU per message {}", latency_note(r), used.line());
+                let over = channels_note(channels, search.as_ref());
+                let note = format!("over {over}; {}; CPU per message {}", latency_note(r), used.line());
                 b.rows.push(Row::new(format!("broker ceiling c{c} throughput"), r.throughput, "msg/s").note(note));
             }
         }
@@ -210,8 +262,15 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 }
                 None => format!("; CPU per request {}", used.line()),
             };
+            let over_note = match ceiling_run {
+                Some(_) => format!(
+                    "gateway over {gateway_channels} channels, ceiling over {}; ",
+                    channels_note(channels, search.as_ref())
+                ),
+                None => format!("gateway over {gateway_channels} channels; "),
+            };
             b.rows.push(row.note(format!(
-                "{rounds_note}{} (mean body {:.0} B){cpu_note}",
+                "{over_note}{rounds_note}{} (mean body {:.0} B){cpu_note}",
                 latency_note(r),
                 corpus.mean_len()
             )));
@@ -235,9 +294,11 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
             let broker_p99 = if with_broker {
                 b.purge().await?;
                 let load = (connections, Some(rate));
-                let r = broker::ceiling(&b.env, &b.amqp, corpus.clone(), load, channels, point).await?;
-                eprintln!("broker   {}", r.line());
-                b.detail("broker_open", json!(r));
+                let r = broker::ceiling(&b.env, &b.amqp, corpus.clone(), load, open_loop_channels, point).await?;
+                eprintln!("broker   {} over {open_loop_channels} channels", r.line());
+                let mut detail = json!(r);
+                detail["channels"] = json!(open_loop_channels);
+                b.detail("broker_open", detail);
                 Some(r.latency.p99_ms)
             } else {
                 None
@@ -250,7 +311,8 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
                 row = row.target(Target::AtMost(20.0));
             }
             let note = format!(
-                "achieved {:.0} req/s over {connections} conns; {}; ceiling = broker p99 at the same rate",
+                "achieved {:.0} req/s over {connections} conns; {}; ceiling = broker p99 at the same rate over \
+                 {open_loop_channels} channels",
                 r.throughput,
                 latency_note(&r)
             );

@@ -45,6 +45,8 @@ pub struct Options {
     /// Alternating broker-then-gateway pairs at the concurrency of the gateway-to-broker target;
     /// the medians are reported, so one stall of the shared broker does not decide the ratio.
     pub rounds: usize,
+    /// Channel counts the broker ceiling tries at each closed-loop point; the best one is used.
+    pub ceiling_channels: Vec<usize>,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             e2e_secs: 12.0,
             ceilings: true,
             rounds: 3,
+            ceiling_channels: vec![1, 2, 4, 8, 16],
         }
     }
 }

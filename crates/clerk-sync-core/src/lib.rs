@@ -2,11 +2,13 @@
 //!
 //! Configuration ([`settings`]), logging ([`telemetry`]), Prometheus helpers ([`metrics`]), the AMQP
 //! topology and the confirmed publisher ([`amqp`]), the webhook envelope ([`envelope`]), Svix
-//! signature verification with several secrets ([`signing`]), and the admin listener ([`admin`]).
+//! signature verification with several secrets ([`signing`]), the admin listener ([`admin`]), and
+//! how a binary reports the error that stops it ([`fatal`]).
 
 pub mod admin;
 pub mod amqp;
 pub mod envelope;
+pub mod fatal;
 pub mod metrics;
 pub mod samples;
 pub mod settings;

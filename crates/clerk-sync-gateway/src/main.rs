@@ -30,10 +30,6 @@ async fn main() -> ExitCode {
     .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "gateway failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => clerk_sync_core::fatal::exit("gateway failed", &e),
     }
 }

@@ -27,8 +27,9 @@ pub struct AckWindow {
 struct State<A> {
     /// Every tag up to this one is acknowledged (delivery tags start at 1 on each channel).
     acked_through: u64,
-    /// Settled deliveries above a gap, waiting for the earlier ones.
-    settled: BTreeMap<u64, A>,
+    /// Settled deliveries above a gap, waiting for the earlier ones: the acker of each one that
+    /// is to be acked, `None` for one that was nacked.
+    settled: BTreeMap<u64, Option<A>>,
 }
 
 impl<A> Default for State<A> {
@@ -38,15 +39,25 @@ impl<A> Default for State<A> {
 }
 
 impl<A> State<A> {
-    /// Takes the settled run that now continues from `acked_through`; returns its last acker.
-    fn advance(&mut self) -> Option<A> {
+    /// Records settled deliveries: `Some(acker)` to be acked, `None` if nacked.
+    fn record(&mut self, tag: u64, acker: Option<A>) {
+        if tag > self.acked_through {
+            self.settled.insert(tag, acker);
+        }
+    }
+
+    /// Takes the settled run that now continues from `acked_through`; returns the acker of its last
+    /// delivery that is to be acked, with that delivery's tag.
+    fn advance(&mut self) -> Option<(u64, A)> {
         let mut last = None;
         while let Some(entry) = self.settled.first_entry() {
             if *entry.key() != self.acked_through + 1 {
                 break;
             }
             self.acked_through += 1;
-            last = Some(entry.remove());
+            if let Some(acker) = entry.remove() {
+                last = Some((self.acked_through, acker));
+            }
         }
         last
     }
@@ -57,17 +68,22 @@ impl AckWindow {
         Self::default()
     }
 
-    /// Records `deliveries` as settled and acks everything now contiguous. A delivery that was
-    /// nacked counts as settled too: it is no longer outstanding, so a cumulative ack skips it.
-    pub async fn settled<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
+    /// Records `acked` (committed or moved) and `nacked` (returned to the queue) as settled, and
+    /// acks everything now contiguous.
+    pub async fn settled<'a>(
+        &self,
+        acked: impl IntoIterator<Item = &'a Delivery>,
+        nacked: impl IntoIterator<Item = &'a Delivery>,
+    ) {
         let mut state = self.state.lock().await;
-        for d in deliveries {
-            if d.delivery_tag > state.acked_through {
-                state.settled.insert(d.delivery_tag, d.acker.clone());
-            }
+        for d in acked {
+            state.record(d.delivery_tag, Some(d.acker.clone()));
         }
-        if let Some(acker) = state.advance() {
-            ack(&acker, true).await;
+        for d in nacked {
+            state.record(d.delivery_tag, None);
+        }
+        if let Some((tag, acker)) = state.advance() {
+            ack(&acker, tag, true).await;
         }
     }
 
@@ -76,16 +92,26 @@ impl AckWindow {
     /// channel closes; these must not, since their effect is committed.
     pub async fn flush(&self) {
         let mut state = self.state.lock().await;
-        for (_, acker) in std::mem::take(&mut state.settled) {
-            ack(&acker, false).await;
+        for (tag, acker) in std::mem::take(&mut state.settled) {
+            if let Some(acker) = acker {
+                ack(&acker, tag, false).await;
+            }
         }
     }
 }
 
-async fn ack(acker: &Acker, multiple: bool) {
-    if let Err(e) = acker.ack(BasicAckOptions { multiple }).await {
+async fn ack(acker: &Acker, tag: u64, multiple: bool) {
+    match acker.ack(BasicAckOptions { multiple }).await {
+        Ok(true) => {}
+        // Nothing was sent: without this line the committed messages would wait, unacked, for a
+        // redelivery or the broker's consumer timeout.
+        Ok(false) => tracing::error!(
+            delivery_tag = tag,
+            multiple,
+            "the acker refused (already used or its channel is gone); these messages will be redelivered and deduplicated"
+        ),
         // The effect is committed; a redelivery will be recognised as a duplicate.
-        tracing::warn!(error = %e, "ack failed after commit; the redelivery will be deduplicated");
+        Err(e) => tracing::warn!(error = %e, "ack failed after commit; the redelivery will be deduplicated"),
     }
 }
 
@@ -93,13 +119,17 @@ async fn ack(acker: &Acker, multiple: bool) {
 mod tests {
     use super::*;
 
-    fn settle(state: &mut State<()>, tags: &[u64]) -> Option<u64> {
+    /// Settles `tags` (a negative one: that tag, nacked); returns the tag the cumulative ack goes
+    /// to, if one is sent.
+    fn settle(state: &mut State<u64>, tags: &[i64]) -> Option<u64> {
         for &t in tags {
-            if t > state.acked_through {
-                state.settled.insert(t, ());
-            }
+            let tag = t.unsigned_abs();
+            state.record(tag, (t > 0).then_some(tag));
         }
-        state.advance().map(|_| state.acked_through)
+        state.advance().map(|(tag, acker)| {
+            assert_eq!(tag, acker, "the ack goes through the acker of the tag it names");
+            tag
+        })
     }
 
     #[test]
@@ -119,6 +149,17 @@ mod tests {
         assert_eq!(s.settled.keys().copied().collect::<Vec<_>>(), vec![5, 6]);
         assert_eq!(settle(&mut s, &[7]), None);
         assert_eq!(settle(&mut s, &[4]), Some(7));
+    }
+
+    #[test]
+    fn a_nacked_delivery_is_passed_over_but_never_sends_the_ack() {
+        let mut s = State::default();
+        assert_eq!(settle(&mut s, &[1, 2, -3]), Some(2), "ack through 2's acker; 3 went back to the queue");
+        assert_eq!(s.acked_through, 3);
+        assert_eq!(settle(&mut s, &[-4]), None, "a run of nacks alone sends nothing");
+        assert_eq!(settle(&mut s, &[6, 5]), Some(6));
+        assert_eq!(settle(&mut s, &[-8, 9]), None, "7 is still in flight");
+        assert_eq!(settle(&mut s, &[7]), Some(9));
     }
 
     #[test]

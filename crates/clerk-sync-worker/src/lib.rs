@@ -7,6 +7,7 @@ pub mod acks;
 pub mod consumer;
 pub mod db;
 pub mod event;
+pub mod health;
 pub mod lanes;
 pub mod metrics;
 pub mod process;

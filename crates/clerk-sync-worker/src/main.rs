@@ -49,25 +49,28 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => clerk_sync_core::fatal::exit("worker failed", &e),
     }
 }
 
 async fn migrate(settings: &clerk_sync_core::settings::Settings, check: bool) -> anyhow::Result<()> {
-    let pool = db::pool(&settings.database, "clerk-sync-migrate")?;
-    let pending = db::pending(&pool).await?;
-    if check {
-        for (version, description) in &pending {
-            println!("pending: {version} {description}");
-        }
-        anyhow::ensure!(pending.is_empty(), "{} migration(s) pending", pending.len());
-        println!("the schema is up to date");
-        return Ok(());
+    let report = db::setup::migrate(&settings.database, check).await?;
+    let database = &report.target.database;
+    match (report.database_missing, check) {
+        (true, false) => println!("created database \"{database}\""),
+        (true, true) => println!("database \"{database}\" does not exist yet; `migrate` creates it"),
+        _ => {}
     }
-    db::migrate(&pool).await?;
-    println!("applied {} migration(s); the schema is up to date", pending.len());
+    let verb = if check { "pending" } else { "applied" };
+    for (version, description) in &report.migrations {
+        println!("{verb}: {version} {description}");
+    }
+    anyhow::ensure!(
+        !check || report.migrations.is_empty(),
+        "{} migration(s) pending on {}; run `clerk-sync-worker migrate`",
+        report.migrations.len(),
+        report.target
+    );
+    println!("the schema of {} is up to date", report.target);
     Ok(())
 }

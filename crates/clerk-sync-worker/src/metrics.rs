@@ -17,6 +17,8 @@ pub struct WorkerMetrics {
     /// Seconds from the signed svix timestamp to commit.
     pub lag: Histogram,
     pub transient_errors: IntCounter,
+    /// Pauses by whole-database condition (`db::Condition`), counted when one begins or changes.
+    pub database_pauses: IntCounterVec,
     pub db_up: IntGauge,
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
@@ -46,6 +48,13 @@ impl WorkerMetrics {
                 "clerk_sync_worker_transient_errors_total",
                 "Database failures that paused processing (retried, never dead-lettered).",
             )?,
+            database_pauses: IntCounterVec::new(
+                Opts::new(
+                    "clerk_sync_worker_database_pauses_total",
+                    "Times processing paused on a whole-database condition, by condition.",
+                ),
+                &["condition"],
+            )?,
             db_up: IntGauge::new("clerk_sync_worker_database_up", "1 while the database answers.")?,
             db_pool_size: IntGauge::new("clerk_sync_worker_db_pool_connections", "Open pool connections.")?,
             db_pool_idle: IntGauge::new("clerk_sync_worker_db_pool_idle_connections", "Idle pool connections.")?,
@@ -59,6 +68,10 @@ impl WorkerMetrics {
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.transient_errors.clone()))?;
+        registry.register(Box::new(m.database_pauses.clone()))?;
+        for condition in crate::db::Condition::ALL {
+            m.database_pauses.with_label_values(&[condition.as_str()]);
+        }
         registry.register(Box::new(m.db_up.clone()))?;
         registry.register(Box::new(m.db_pool_size.clone()))?;
         registry.register(Box::new(m.db_pool_idle.clone()))?;

@@ -3,9 +3,14 @@
 //! cannot fail the others), then ack what was committed and settle the rest (retry queue or dead
 //! letter). Messages are parsed when they arrive (`Prepared::new`), before their lane needs them.
 //!
-//! A transient database failure is never a reason to dead-letter: the batch waits, with backoff,
-//! and holds its messages unacknowledged until the database is back or shutdown gives up on it
-//! (then the broker redelivers them to someone else).
+//! A database outage (`db::ErrorClass::Outage`: unreachable, read-only, refusing our role, our
+//! schema missing) is never a reason to dead-letter: the batch waits, with backoff, and holds its
+//! messages unacknowledged until the database is back or shutdown gives up on it (then the broker
+//! redelivers them to someone else). `DbHealth` logs the pause once, not once per retry.
+//!
+//! A failed message whose retry or dead-letter copy the broker will not confirm is held and
+//! tried again with backoff (`SETTLE_BACKOFF`) before it is nacked back to the queue, so a broker
+//! in trouble does not turn it into a tight redelivery loop.
 
 use std::time::{Duration, Instant};
 
@@ -17,16 +22,23 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::acks::AckWindow;
-use crate::db::{self, ErrorClass, Incoming, Outcome};
+use crate::db::{self, Condition, ErrorClass, Incoming, Outcome};
 use crate::event::{self, ParsedEvent};
+use crate::health::DbHealth;
 use crate::metrics::WorkerMetrics;
-use crate::settle::{self, Failure, RetryPolicy, Settled};
+use crate::settle::{self, Backoff as SettleBackoff, Failure, RetryPolicy, Settled};
+
+/// Waits between attempts to settle a failed message while the broker refuses its copy; after
+/// the last, it is nacked back to the queue.
+pub const SETTLE_BACKOFF: SettleBackoff =
+    SettleBackoff { first: Duration::from_millis(200), max: Duration::from_secs(5), attempts: 8 };
 
 pub struct Processor {
     pub pool: PgPool,
     pub publisher: Publisher,
     pub policy: RetryPolicy,
     pub metrics: WorkerMetrics,
+    pub health: DbHealth,
     /// Fired when shutdown stops waiting: a batch stuck on the database gives up without acking.
     pub give_up: CancellationToken,
 }
@@ -97,11 +109,8 @@ impl Processor {
                 Err(f) => failed.push((d, f)),
             }
         }
-        for (d, failure) in failed {
-            self.settle(d, &failure).await;
-            settled.push(d);
-        }
-        acks.settled(settled).await;
+        let nacked = self.settle_all(failed, &mut settled).await;
+        acks.settled(settled, nacked).await;
         self.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
     }
 
@@ -109,27 +118,62 @@ impl Processor {
         self.metrics.events.with_label_values(&[event::type_label(event_type), outcome]).inc();
     }
 
-    /// Moves a failed message to a retry queue or the dead-letter queue (the caller then acks it),
-    /// or, when the broker cannot take it, nacks it back to the queue.
-    async fn settle(&self, d: &Delivery, failure: &Failure) {
+    /// Moves each failed message to a retry queue or the dead-letter queue (adding it to `settled`,
+    /// to be acked). What the broker will not take is tried again with backoff, then nacked back
+    /// to the queue and returned; at shutdown what is left is neither (the channel's close returns it).
+    async fn settle_all<'a>(
+        &self,
+        mut failed: Vec<(&'a Delivery, Failure)>,
+        settled: &mut Vec<&'a Delivery>,
+    ) -> Vec<&'a Delivery> {
+        let mut attempt = 0;
+        loop {
+            let mut refused = Vec::new();
+            for (d, failure) in failed {
+                match self.settle(d, &failure).await {
+                    Ok(()) => settled.push(d),
+                    Err(e) => refused.push((d, failure, e)),
+                }
+            }
+            if refused.is_empty() {
+                return Vec::new();
+            }
+            let Some(delay) = SETTLE_BACKOFF.delay(attempt) else {
+                let mut nacked = Vec::with_capacity(refused.len());
+                for (d, _, e) in refused {
+                    // Not lost: back to the queue, after the backoff above. Repeated failures hit
+                    // the queue's delivery limit, which dead-letters through the broker.
+                    tracing::error!(svix_id = svix_id(d), error = %e, "could not settle a failed message; requeueing it");
+                    if let Err(e) = d.nack(BasicNackOptions { multiple: false, requeue: true }).await {
+                        tracing::warn!(error = %e, "nack failed; the message returns when the channel closes");
+                    }
+                    nacked.push(d);
+                }
+                return nacked;
+            };
+            if attempt == 0 {
+                tracing::warn!(messages = refused.len(), error = %refused[0].2, "the broker does not take failed messages; retrying with backoff");
+            }
+            attempt += 1;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.give_up.cancelled() => return Vec::new(),
+            }
+            failed = refused.into_iter().map(|(d, f, _)| (d, f)).collect();
+        }
+    }
+
+    /// Publishes a failed message's retry or dead-letter copy, confirmed.
+    async fn settle(&self, d: &Delivery, failure: &Failure) -> Result<(), amqp::PublishError> {
+        let settled = settle::settle(&self.publisher, &self.policy, d, failure).await?;
         let event_type = serde_json::from_slice::<serde_json::Value>(&d.data)
             .ok()
             .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
             .unwrap_or_default();
-        let svix_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
-        match settle::settle(&self.publisher, &self.policy, d, failure).await {
-            Ok(settled) => {
-                let outcome = if settled == Settled::Retried { "retried" } else { "dead_lettered" };
-                tracing::warn!(svix_id, event_type, error_kind = %failure.kind, error = %failure.message, outcome, "message not applied");
-                self.count(&event_type, outcome);
-            }
-            Err(e) => {
-                // Not lost: back to the queue. Repeated failures hit the queue's delivery limit,
-                // which dead-letters through the broker.
-                tracing::error!(svix_id, error = %e, "could not settle a failed message; requeueing it");
-                let _ = d.nack(BasicNackOptions { multiple: false, requeue: true }).await;
-            }
-        }
+        let outcome = if settled == Settled::Retried { "retried" } else { "dead_lettered" };
+        tracing::warn!(svix_id = svix_id(d), event_type, error_kind = %failure.kind, error = %failure.message, outcome, "message not applied");
+        self.count(&event_type, outcome);
+        Ok(())
     }
 
     /// Applies every ready message: the whole batch in one transaction, or one per message if the
@@ -142,14 +186,16 @@ impl Processor {
         loop {
             match self.apply_tx(ready.iter().copied()).await {
                 Ok(outcomes) => {
-                    self.metrics.set_state_if_paused();
+                    self.health.recovered();
                     return Some(outcomes.into_iter().map(Ok).collect());
                 }
-                Err(e) if db::classify(&e) == ErrorClass::Transient => self.pause(&e, &mut wait).await?,
-                Err(e) => {
-                    tracing::info!(error = %e, messages = ready.len(), "batch refused; applying its messages one by one");
-                    break;
-                }
+                Err(e) => match db::classify(&e) {
+                    ErrorClass::Outage(condition) => self.pause(condition, &e, &mut wait).await?,
+                    _ => {
+                        tracing::info!(error = %db::setup::explain(&e), messages = ready.len(), "batch refused; applying its messages one by one");
+                        break;
+                    }
+                },
             }
         }
         let mut results = Vec::with_capacity(ready.len());
@@ -157,17 +203,18 @@ impl Processor {
             loop {
                 match self.apply_tx(std::iter::once(*r)).await {
                     Ok(mut outcomes) => {
+                        self.health.recovered();
                         results.push(Ok(outcomes.remove(0)));
                         break;
                     }
                     Err(e) => match db::classify(&e) {
-                        ErrorClass::Transient => self.pause(&e, &mut wait).await?,
+                        ErrorClass::Outage(condition) => self.pause(condition, &e, &mut wait).await?,
                         ErrorClass::Permanent => {
-                            results.push(Err(Failure::permanent("database_rejected", e.to_string())));
+                            results.push(Err(Failure::permanent("database_rejected", db::setup::explain(&e))));
                             break;
                         }
                         ErrorClass::Retryable => {
-                            results.push(Err(Failure::retryable("database_error", e.to_string())));
+                            results.push(Err(Failure::retryable("database_error", db::setup::explain(&e))));
                             break;
                         }
                     },
@@ -197,16 +244,27 @@ impl Processor {
         }
     }
 
-    /// Waits out a transient failure; `None` if shutdown gives up first.
-    async fn pause(&self, error: &sqlx::Error, wait: &mut backoff::ExponentialBackoff) -> Option<()> {
+    /// Waits out an outage; `None` if shutdown gives up first. A conflict (deadlock, serialization)
+    /// belongs to this transaction alone: it is retried without declaring the database paused.
+    async fn pause(
+        &self,
+        condition: Condition,
+        error: &sqlx::Error,
+        wait: &mut backoff::ExponentialBackoff,
+    ) -> Option<()> {
         self.metrics.transient_errors.inc();
-        self.metrics.db_up.set(0);
-        self.metrics.set_state("paused");
+        if condition != Condition::Conflict {
+            self.health.failed(condition, &db::setup::explain(error));
+        }
         let delay = wait.next_backoff().unwrap_or(Duration::from_secs(10));
-        tracing::warn!(error = %error, retry_in = ?delay, "database unavailable; holding the batch and retrying");
+        tracing::debug!(condition = condition.as_str(), error = %db::setup::explain(error), retry_in = ?delay, "holding the batch");
         tokio::select! {
             () = tokio::time::sleep(delay) => Some(()),
             () = self.give_up.cancelled() => None,
         }
     }
+}
+
+fn svix_id(d: &Delivery) -> &str {
+    d.properties.message_id().as_ref().map_or("", |s| s.as_str())
 }

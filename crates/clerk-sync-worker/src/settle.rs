@@ -54,6 +54,27 @@ impl RetryPolicy {
     }
 }
 
+/// Waits between attempts at something that should succeed soon: `first`, doubling up to `max`,
+/// `attempts` times; then the caller stops trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub attempts: u32,
+}
+
+impl Backoff {
+    /// The wait after failed attempt number `attempt` (0-based); `None` once they are used up.
+    pub fn delay(&self, attempt: u32) -> Option<Duration> {
+        (attempt < self.attempts).then(|| self.first.saturating_mul(2u32.saturating_pow(attempt)).min(self.max))
+    }
+
+    /// Every wait, in order: how long a caller holds on before giving up.
+    pub fn total(&self) -> Duration {
+        (0..self.attempts).filter_map(|a| self.delay(a)).sum()
+    }
+}
+
 /// What was done with a failed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -139,6 +160,18 @@ mod tests {
         );
         assert_eq!(p.decide(3), Decision::GiveUp { attempt: 4 });
         assert_eq!(p.decide(u32::MAX), Decision::GiveUp { attempt: u32::MAX });
+    }
+
+    #[test]
+    fn settling_backs_off_doubling_to_a_cap_and_then_stops() {
+        let b = Backoff { first: Duration::from_millis(200), max: Duration::from_secs(5), attempts: 8 };
+        let waits: Vec<u64> = (0..9).filter_map(|a| b.delay(a)).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(waits, vec![200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000]);
+        assert_eq!(b.delay(8), None, "then the message is nacked back");
+        assert_eq!(b.total(), Duration::from_millis(21_200), "held about 20 s, not a tight redelivery loop");
+        assert_eq!(b.delay(u32::MAX), None);
+        let long = Backoff { attempts: 100, ..b };
+        assert_eq!(long.delay(60), Some(Duration::from_secs(5)), "no overflow");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::consumer::{self, ConsumerOptions};
 use crate::db::{self, SchemaError};
+use crate::health::DbHealth;
 use crate::metrics::WorkerMetrics;
 use crate::process::Processor;
 use crate::settle::RetryPolicy;
@@ -33,20 +34,24 @@ pub struct Application {
     retention: Duration,
 }
 
-/// Waits for the database and checks that its schema is new enough.
-async fn wait_for_schema(pool: &PgPool) -> anyhow::Result<()> {
+/// Waits until the database is reachable and its schema is new enough: a worker started before
+/// the database, or before `migrate` ran, waits (unready) instead of crash-looping. One log line
+/// per change of what it waits for.
+async fn wait_for_schema(pool: &PgPool, health: &DbHealth) -> anyhow::Result<()> {
     let mut wait = backoff::ExponentialBackoff { max_elapsed_time: None, ..Default::default() };
     loop {
         match db::check_schema(pool).await {
-            Ok(()) => return Ok(()),
-            Err(e @ SchemaError::Outdated(_)) => return Err(e.into()),
-            Err(SchemaError::Database(e)) if db::classify(&e) == db::ErrorClass::Transient => {
-                let delay = wait.next_backoff().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, retry_in = ?delay, "database unavailable at start-up; waiting");
-                tokio::time::sleep(delay).await;
+            Ok(()) => {
+                health.recovered();
+                return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Err(e @ SchemaError::Outdated(_)) => health.failed(db::Condition::SchemaMissing, &e.to_string()),
+            Err(SchemaError::Database(e)) => match db::classify(&e) {
+                db::ErrorClass::Outage(condition) => health.failed(condition, &db::setup::explain(&e)),
+                _ => return Err(SchemaError::Database(e).into()),
+            },
         }
+        tokio::time::sleep(wait.next_backoff().unwrap_or(Duration::from_secs(10))).await;
     }
 }
 
@@ -55,8 +60,7 @@ impl Application {
         let registry = Registry::new();
         let metrics = WorkerMetrics::register(&registry).context("registering metrics")?;
         let pool = db::pool(&settings.database, "clerk-sync-worker").context("database.url")?;
-        wait_for_schema(&pool).await?;
-        metrics.db_up.set(1);
+        let health = DbHealth::new(metrics.clone());
 
         let publisher = Publisher::start(PublisherOptions::from_settings(settings, "clerk-sync-worker"));
         let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
@@ -77,6 +81,7 @@ impl Application {
             publisher,
             policy: RetryPolicy { max_attempts: w.max_attempts, delays: w.retry_delays.clone() },
             metrics: metrics.clone(),
+            health,
             give_up: CancellationToken::new(),
         });
 
@@ -116,11 +121,26 @@ impl Application {
         &self.processor.pool
     }
 
-    /// Consumes until SIGTERM/SIGINT or the shutdown token, then cancels the consumer, lets the
-    /// batches in hand commit and ack (giving up after `worker.shutdown_timeout`), and closes.
+    /// Waits (serving health and metrics, unready) until the database is reachable and migrated,
+    /// then consumes until SIGTERM/SIGINT or the shutdown token; then cancels the consumer, lets
+    /// the batches in hand commit and ack (giving up after `worker.shutdown_timeout`), and closes.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let admin_handle = self.admin.handle();
         let admin = tokio::spawn(self.admin);
+        let schema = tokio::select! {
+            r = wait_for_schema(&self.processor.pool, &self.processor.health) => Some(r),
+            () = shutdown_signal() => None,
+            () = self.shutdown.cancelled() => None,
+        };
+        if !matches!(schema, Some(Ok(()))) {
+            self.processor.publisher.close().await;
+            self.processor.pool.close().await;
+            admin_handle.stop(true).await;
+            let _ = admin.await;
+            return schema.unwrap_or(Ok(()));
+        }
+        self.processor.metrics.db_up.set(1);
+        self.processor.metrics.set_state("disconnected");
         let tracker = TaskTracker::new();
         let mut consumer = tokio::spawn(consumer::run(
             self.consumer.clone(),
@@ -158,7 +178,8 @@ impl Application {
     }
 }
 
-/// Database health for readiness and gauges (every 2 s), and pruning of `webhook_events` rows
+/// Database health for readiness and gauges (every 2 s: the probe sees a read-only session or a
+/// missing schema while no batch is running, and ends a pause while idle), and pruning of `webhook_events` rows
 /// older than the retention (every 10 minutes, in chunks so no long lock is held).
 async fn housekeeping(processor: Arc<Processor>, retention: Duration, shutdown: CancellationToken) {
     let mut health = tokio::time::interval(Duration::from_secs(2));
@@ -168,8 +189,7 @@ async fn housekeeping(processor: Arc<Processor>, retention: Duration, shutdown: 
             () = shutdown.cancelled() => return,
             _ = health.tick() => {
                 let pool = &processor.pool;
-                let up = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await;
-                processor.metrics.db_up.set(i64::from(matches!(up, Ok(Ok(_)))));
+                processor.health.probe(pool).await;
                 processor.metrics.db_pool_size.set(i64::from(pool.size()));
                 processor.metrics.db_pool_idle.set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
             }

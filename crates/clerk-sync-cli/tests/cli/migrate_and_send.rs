@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use clerk_sync_core::settings::{Settings, Sources};
-use clerk_sync_testkit::{TestDatabase, amqp_url};
+use clerk_sync_testkit::{TestDatabase, admin_url, amqp_url};
+use sqlx::{Connection, PgConnection};
 
 use crate::helpers::*;
 
@@ -21,6 +22,64 @@ async fn migrate_check_lists_pending_migrations_then_migrate_applies_them() {
     assert!(stdout(&after).contains("up to date"));
     env.cleanup().await;
     db.drop_now().await;
+}
+
+/// A database name nobody has created, on the test server.
+fn missing_database(label: &str) -> (String, String) {
+    let name = clerk_sync_testkit::unique_prefix(label).replace('-', "_");
+    let server = admin_url().rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap();
+    (name.clone(), format!("{server}/{name}"))
+}
+
+async fn admin(sql: String) {
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+    let _ = admin.close().await;
+}
+
+#[tokio::test]
+async fn migrate_creates_the_database_named_in_database_url_when_it_does_not_exist_yet() {
+    let (name, url) = missing_database("cli-newdb");
+    let env = env("cli-newdb").await.with("DATABASE_URL", &url);
+    let out = env.run(&["migrate"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("created database \"{name}\"")), "says so: {}", stdout(&out));
+    let check = env.run(&["migrate", "--check"]).await;
+    assert!(check.status.success(), "{}", stdout(&check));
+    let again = env.run(&["migrate"]).await;
+    assert!(again.status.success() && !stdout(&again).contains("created database"), "{}", stdout(&again));
+    admin(format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn migrate_says_what_to_run_when_the_role_may_not_create_databases() {
+    let (name, _) = missing_database("cli-nocreate");
+    let role = format!("{name}_role");
+    admin(format!("CREATE ROLE \"{role}\" LOGIN NOCREATEDB")).await;
+    let url = format!("postgres://{role}@127.0.0.1:5432/{name}");
+    let env = env("cli-nocreate").await.with("DATABASE_URL", &url);
+    let out = env.run(&["migrate"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "one sentence: {err}");
+    assert!(err.contains(&format!("role \"{role}\" may not create databases")), "{err}");
+    assert!(err.contains(&format!("CREATE DATABASE \"{name}\" OWNER \"{role}\"")), "says what to run: {err}");
+    admin(format!("DROP ROLE \"{role}\"")).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_fatal_error_is_one_sentence_naming_host_port_and_database_but_never_the_password() {
+    let env = env("cli-fatal").await.with("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/nowhere");
+    let out = env.run(&["migrate"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("127.0.0.1:1") && err.contains("nowhere"), "names the target: {err}");
+    assert!(!err.contains("hunter2"), "never the password: {err}");
+    assert!(!err.contains(" at line "), "no source line numbers: {err}");
+    env.cleanup().await;
 }
 
 #[tokio::test]

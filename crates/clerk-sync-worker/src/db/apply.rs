@@ -4,8 +4,11 @@
 //!    there is a duplicate and changes nothing.
 //! 2. Reduce the fresh events to a plan: the newest version of each object and the earliest
 //!    deletion, as applying them one by one would end up.
-//! 3. `clerk.apply_changes` (migration 3, revised in 4) writes the plan server-side, in one round trip:
-//!    - upserts only a version not older than the stored one. A tombstone (a row with
+//! 3. `clerk.apply_changes` (migration 3, revised in 4 and 5) writes the plan server-side, in one
+//!    round trip:
+//!    - upserts only a version newer than the stored one in the total order of versions
+//!      (`rows::Version`: `updated_at`, own event over nested copy, envelope time, svix-id), so
+//!      ties and nested copies end the same whatever the arrival order. A tombstone (a row with
 //!      `deleted_at`) is never revived: a late version updates only its non-personal columns (ids,
 //!      role, flags, timestamps), so the final state does not depend on the order events arrived
 //!      in, and personal columns stay NULL. Versions already stored are filtered out before the
@@ -26,7 +29,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::ms;
-use super::rows::{DeletionsById, Newest, NewestById, keep_earliest, keep_newest};
+use super::rows::{DeletionsById, Newest, NewestById, Version, keep_earliest, keep_newest};
 use crate::event::{Change, Membership, Organization, ParsedEvent, User};
 
 /// One message ready for the database.
@@ -90,37 +93,48 @@ impl Plan<'_> {
     }
 }
 
+/// When a deletion happened: the envelope's time, else the gateway's receipt, else now. Never
+/// absent: a tombstone without a time would not be a tombstone.
+fn deleted_at(inc: &Incoming<'_>) -> DateTime<Utc> {
+    inc.event.occurred_at_ms.and_then(ms).or_else(|| ms(inc.received_at_ms)).unwrap_or_else(Utc::now)
+}
+
 fn plan<'a>(batch: &'a [Incoming<'a>], fresh: &[bool]) -> Plan<'a> {
     let mut p = Plan::default();
     for (i, inc) in batch.iter().enumerate().filter(|(i, _)| fresh[*i]) {
-        let deleted_at = inc.event.occurred_at_ms.unwrap_or(inc.received_at_ms);
+        let deleted_at = deleted_at(inc);
         let raw = inc.event.data.get();
+        let at = inc.event.occurred_at_ms.filter(|t| ms(*t).is_some());
+        let version = |updated_at: Option<i64>, own: bool| Version {
+            updated_at: updated_at.unwrap_or(0),
+            own,
+            at,
+            svix_id: inc.svix_id,
+        };
         let membership = |p: &mut Plan<'a>, m: &'a Membership, org: &'a Option<Organization>| {
             keep_newest(
                 &mut p.members,
                 &m.id,
-                Newest { owner: Some(i), updated_at: m.updated_at.unwrap_or(0), object: m, raw },
+                Newest { owner: Some(i), version: version(m.updated_at, true), object: m, raw },
             );
-            // A nested organization only replaces a strictly older version: at the same
-            // `updated_at` the organization's own event is the complete one.
+            // A nested copy ranks below the organization's own event of the same `updated_at`.
             if let (Some(org), Some(org_raw)) = (org, &m.organization) {
-                let updated_at = org.updated_at.unwrap_or(0);
-                if p.orgs.get(org.id.as_str()).is_none_or(|current| current.updated_at < updated_at) {
-                    p.orgs.insert(&org.id, Newest { owner: None, updated_at, object: org, raw: org_raw.get() });
-                }
+                let nested =
+                    Newest { owner: None, version: version(org.updated_at, false), object: org, raw: org_raw.get() };
+                keep_newest(&mut p.orgs, &org.id, nested);
             }
         };
         match &inc.event.change {
             Change::UpsertUser(u) => keep_newest(
                 &mut p.users,
                 &u.id,
-                Newest { owner: Some(i), updated_at: u.updated_at.unwrap_or(0), object: u, raw },
+                Newest { owner: Some(i), version: version(u.updated_at, true), object: u, raw },
             ),
             Change::DeleteUser(d) => keep_earliest(&mut p.user_deletes, &d.id, deleted_at, d.external_id.as_deref()),
             Change::UpsertOrganization(o) => keep_newest(
                 &mut p.orgs,
                 &o.id,
-                Newest { owner: Some(i), updated_at: o.updated_at.unwrap_or(0), object: o, raw },
+                Newest { owner: Some(i), version: version(o.updated_at, true), object: o, raw },
             ),
             Change::DeleteOrganization(d) => keep_earliest(&mut p.org_deletes, &d.id, deleted_at, None),
             Change::UpsertMembership { membership: m, organization } => membership(&mut p, m, organization),
@@ -284,7 +298,8 @@ async fn write_plan(conn: &mut PgConnection, batch: &[Incoming<'_>], p: &Plan<'_
     fn keys<'a>(d: &DeletionsById<'a>) -> Vec<&'a str> {
         d.keys().copied().collect()
     }
-    let at = |d: &DeletionsById<'_>| d.values().map(|d| ms(d.deleted_at)).collect::<Vec<_>>();
+    let at = |d: &DeletionsById<'_>| d.values().map(|d| d.deleted_at).collect::<Vec<_>>();
+    let version_at = |v: &Version<'_>| v.at.and_then(ms);
     // Only the owners (the plan holds fresh events only): every other fresh upsert was recorded as
     // stale, which it is (an event newest among the fresh ones is newest among all first
     // occurrences too).
@@ -296,9 +311,9 @@ async fn write_plan(conn: &mut PgConnection, batch: &[Incoming<'_>], p: &Plan<'_
         .collect();
     let rows: Vec<(i8, String)> = sqlx::query_as(
         "SELECT written_kind, written_id FROM clerk.apply_changes(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35,
-             $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51)",
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39,
+             $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56)",
     )
     // Organizations, their deletions.
     .bind(col(o, |n| n.object.id.as_str()))
@@ -311,9 +326,11 @@ async fn write_plan(conn: &mut PgConnection, batch: &[Incoming<'_>], p: &Plan<'_
     .bind(col(o, |n| raw_text(&n.object.public_metadata)))
     .bind(col(o, |n| raw_text(&n.object.private_metadata)))
     .bind(col(o, |n| n.object.created_at.and_then(ms)))
-    .bind(col(o, |n| ms(n.updated_at)))
+    .bind(col(o, |n| ms(n.version.updated_at)))
     .bind(col(o, |n| n.raw))
-    .bind(col(o, |n| n.owner.is_none()))
+    .bind(col(o, |n| !n.version.own))
+    .bind(col(o, |n| version_at(&n.version)))
+    .bind(col(o, |n| n.version.svix_id))
     .bind(keys(&p.org_deletes))
     .bind(at(&p.org_deletes))
     // Users, their deletions.
@@ -332,8 +349,10 @@ async fn write_plan(conn: &mut PgConnection, batch: &[Incoming<'_>], p: &Plan<'_
     .bind(col(u, |n| n.object.locked))
     .bind(col(u, |n| n.object.last_sign_in_at.and_then(ms)))
     .bind(col(u, |n| n.object.created_at.and_then(ms)))
-    .bind(col(u, |n| ms(n.updated_at)))
+    .bind(col(u, |n| ms(n.version.updated_at)))
     .bind(col(u, |n| n.raw))
+    .bind(col(u, |n| version_at(&n.version)))
+    .bind(col(u, |n| n.version.svix_id))
     .bind(keys(&p.user_deletes))
     .bind(p.user_deletes.values().map(|d| d.external_id).collect::<Vec<_>>())
     .bind(at(&p.user_deletes))
@@ -346,15 +365,16 @@ async fn write_plan(conn: &mut PgConnection, batch: &[Incoming<'_>], p: &Plan<'_
     .bind(col(m, |n| raw_text(&n.object.public_metadata)))
     .bind(col(m, |n| raw_text(&n.object.private_metadata)))
     .bind(col(m, |n| n.object.created_at.and_then(ms)))
-    .bind(col(m, |n| ms(n.updated_at)))
+    .bind(col(m, |n| ms(n.version.updated_at)))
     .bind(col(m, |n| n.raw))
+    .bind(col(m, |n| version_at(&n.version)))
+    .bind(col(m, |n| n.version.svix_id))
     .bind(keys(&p.member_deletes))
     .bind(at(&p.member_deletes))
-    // The owners, for their outcomes; `e_owner` (kept from migration 3's signature) is always true.
+    // The owners, for their outcomes.
     .bind(events.iter().map(|(i, _, _)| batch[*i].svix_id).collect::<Vec<&str>>())
     .bind(events.iter().map(|(_, k, _)| k.code()).collect::<Vec<i8>>())
     .bind(events.iter().map(|(_, _, id)| *id).collect::<Vec<&str>>())
-    .bind(vec![true; events.len()])
     .fetch_all(conn)
     .await?;
     let mut alive = Alive::default();

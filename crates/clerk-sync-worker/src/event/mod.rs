@@ -34,6 +34,17 @@ pub fn envelope_ms(ts: i64) -> i64 {
     if ts.abs() < SECONDS_THRESHOLD { ts.saturating_mul(1000) } else { ts }
 }
 
+/// The earliest and latest instants stored: years 1 to 9999. Postgres holds a little more,
+/// chrono a lot more; a value outside this range is treated as absent rather than sent to be
+/// refused.
+const MIN_MS: i64 = -62_135_596_800_000;
+const MAX_MS: i64 = 253_402_300_799_999;
+
+/// Milliseconds since the epoch to a timestamp, exactly; `None` outside years 1 to 9999.
+pub fn datetime_ms(value: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    if (MIN_MS..=MAX_MS).contains(&value) { chrono::DateTime::from_timestamp_millis(value) } else { None }
+}
+
 /// What an event asks the database to do.
 #[derive(Debug)]
 pub enum Change {
@@ -88,7 +99,7 @@ fn parse_data<'a, T: Deserialize<'a>>(event_type: &str, raw: &'a RawValue) -> Re
 }
 
 fn require_updated_at(event_type: &str, updated_at: Option<i64>) -> Result<(), ParseError> {
-    match updated_at.map(chrono::DateTime::from_timestamp_millis) {
+    match updated_at.map(datetime_ms) {
         Some(Some(_)) => Ok(()),
         _ => Err(ParseError::MissingUpdatedAt(event_type.to_owned())),
     }
@@ -101,7 +112,7 @@ fn membership_parts(event_type: &str, raw: &RawValue) -> Result<(Membership, Opt
         Some(org) if org.get() != "null" => {
             let org: Organization = parse_data(event_type, org)?;
             // A nested organization without updated_at cannot be ordered: skip it, keep the membership.
-            org.updated_at.is_some().then_some(org)
+            org.updated_at.and_then(datetime_ms).is_some().then_some(org)
         }
         _ => None,
     };

@@ -308,12 +308,24 @@ async fn types_not_stored_and_unknown_future_types_are_recorded_as_ignored_and_a
 }
 
 #[tokio::test]
-async fn the_worker_refuses_to_start_on_an_unmigrated_database() {
+async fn a_worker_started_before_migrate_waits_unready_and_consumes_once_the_schema_is_there() {
     let env = setup("fx-schema").await;
     sqlx::query("DROP SCHEMA clerk CASCADE").execute(&env.pool).await.unwrap();
-    let settings = clerk_sync_core::settings::Settings::load(&env.sources(), &[]).unwrap();
-    let err = clerk_sync_worker::Application::build(&settings).await.err().expect("refuses to start");
-    assert!(err.to_string().contains("clerk-sync-worker migrate"), "{err}");
+    env.publish_event(&svix_id(), &envelope("user.created", user("user_m", "Mig", "m@example.com", T), T)).await;
+    let worker = env.start_worker().await;
+    clerk_sync_testkit::wait_until(Duration::from_secs(10), "the worker reports the missing schema", || async {
+        env.metrics(&worker).await.contains(r#"clerk_sync_worker_database_pauses_total{condition="schema_missing"} 1"#)
+    })
+    .await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", worker.admin_port)).await.unwrap();
+    assert_eq!(ready.status(), 503, "unready while it waits");
+    assert!(!worker.task.is_finished(), "waiting, not crash-looping");
+
+    clerk_sync_worker::db::migrate(&env.pool).await.unwrap();
+    env.wait_processed(1, Duration::from_secs(30)).await;
+    assert_eq!(env.row("users", "user_m").await.unwrap()["first_name"], "Mig");
+    assert!(env.dead_letters(Duration::ZERO).await.is_empty());
+    worker.stop().await;
     env.cleanup().await;
 }
 

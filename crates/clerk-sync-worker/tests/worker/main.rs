@@ -1,10 +1,14 @@
 //! Worker integration tests: real RabbitMQ with a prefix per test, real Postgres with a database
 //! per test, workers in-process or as real processes.
 
+mod acks;
 mod convergence;
 mod effects;
 mod end_to_end;
 mod faults;
 mod helpers;
+mod migrate;
+mod ordering;
 mod poison;
+mod read_only;
 mod tls;

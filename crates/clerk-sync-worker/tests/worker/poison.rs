@@ -11,6 +11,23 @@ use crate::helpers::*;
 
 const T: i64 = 1_716_883_200_000;
 
+/// A failure that belongs to the message, not to the database: a trigger that refuses every
+/// user row (SQLSTATE P0001, which no retry within the schedule fixes). A missing table would not
+/// do: that is an outage (migrations missing), which pauses the worker instead.
+async fn inject_failure(env: &TestEnv) {
+    for sql in [
+        "CREATE FUNCTION clerk.refuse_user() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'injected failure for %', NEW.id; END $$",
+        "CREATE TRIGGER refuse_user BEFORE INSERT OR UPDATE ON clerk.users FOR EACH ROW EXECUTE FUNCTION clerk.refuse_user()",
+    ] {
+        sqlx::query(sql).execute(&env.pool).await.unwrap();
+    }
+}
+
+async fn remove_failure(env: &TestEnv) {
+    sqlx::query("DROP FUNCTION clerk.refuse_user() CASCADE").execute(&env.pool).await.unwrap();
+}
+
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_with_their_reason_and_the_rest_of_the_batch_applies() {
     let env = setup("poison").await;
@@ -70,7 +87,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_rest_of_the
 async fn a_retryable_failure_goes_round_the_retry_queue_and_applies_once_the_cause_is_fixed() {
     let env = setup("retry").await;
     let worker = env.start_worker().await;
-    sqlx::query("ALTER TABLE clerk.users RENAME TO users_away").execute(&env.pool).await.unwrap();
+    inject_failure(&env).await;
     let id = svix_id();
     env.publish_event(&id, &envelope("user.created", user("user_r", "Retry", "r@example.com", T), T)).await;
     clerk_sync_testkit::wait_until(Duration::from_secs(10), "the event is retried", || async {
@@ -79,7 +96,7 @@ async fn a_retryable_failure_goes_round_the_retry_queue_and_applies_once_the_cau
             .contains(r#"clerk_sync_worker_events_total{outcome="retried",type="user.created"} 1"#)
     })
     .await;
-    sqlx::query("ALTER TABLE clerk.users_away RENAME TO users").execute(&env.pool).await.unwrap();
+    remove_failure(&env).await;
     env.wait_processed(1, Duration::from_secs(10)).await;
     assert_eq!(env.outcome(&id).await.as_deref(), Some("applied"));
     assert!(env.dead_letters(Duration::ZERO).await.is_empty());
@@ -91,7 +108,7 @@ async fn a_retryable_failure_goes_round_the_retry_queue_and_applies_once_the_cau
 async fn a_message_that_keeps_failing_is_dead_lettered_after_the_attempt_limit() {
     let env = setup("giveup").await;
     let worker = env.start_worker().await;
-    sqlx::query("ALTER TABLE clerk.users RENAME TO users_away").execute(&env.pool).await.unwrap();
+    inject_failure(&env).await;
     env.publish_event(&svix_id(), &envelope("user.created", user("user_s", "Stuck", "s@example.com", T), T)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut dead = Vec::new();
@@ -104,7 +121,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_attempt_limit()
     assert_eq!(get_str(h, headers::ERROR_KIND).as_deref(), Some("database_error"));
     assert!(get_str(h, headers::ERROR).unwrap().starts_with("gave up after 3 attempts"));
     assert_eq!(get_str(h, headers::ORIGINAL_ROUTING_KEY).as_deref(), Some("user.created"));
-    sqlx::query("ALTER TABLE clerk.users_away RENAME TO users").execute(&env.pool).await.unwrap();
+    remove_failure(&env).await;
     worker.stop().await;
     env.cleanup().await;
 }

@@ -3,6 +3,7 @@
 mod backfill;
 mod cli;
 mod dlq;
+mod migrate;
 mod output;
 mod send;
 
@@ -11,7 +12,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use clerk_sync_core::amqp::Topology;
 use clerk_sync_core::settings::{Requirement, Settings};
-use clerk_sync_worker::db;
 
 use cli::{Cli, Command, DlqCommand};
 use output::Output;
@@ -38,10 +38,7 @@ async fn main() -> ExitCode {
     let out = Output { json: cli.json };
     match run(&settings, command, out).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => clerk_sync_core::fatal::report(&e),
     }
 }
 
@@ -53,31 +50,8 @@ async fn run(settings: &Settings, command: Command, out: Output) -> anyhow::Resu
         Command::Dlq(DlqCommand::Show { svix_id }) => dlq::show(settings.amqp_url(), &topology, &svix_id, out).await,
         Command::Dlq(DlqCommand::Replay(args)) => dlq::replay(settings, &args, out).await,
         Command::Dlq(DlqCommand::Purge(args)) => dlq::purge(settings, &args, out).await,
-        Command::Migrate { check } => migrate(settings, check, out).await,
+        Command::Migrate { check } => migrate::migrate(settings, check, out).await,
         Command::Send(args) => send::send(settings, &args, out).await,
         Command::Backfill(args) => backfill::backfill(settings, &args, out).await,
     }
-}
-
-async fn migrate(settings: &Settings, check: bool, out: Output) -> anyhow::Result<()> {
-    let pool = db::pool(&settings.database, "clerk-sync-migrate")?;
-    let pending = db::pending(&pool).await.map_err(|e| anyhow::anyhow!("cannot read the schema version: {e}"))?;
-    if !check && !pending.is_empty() {
-        db::migrate(&pool).await?;
-    }
-    if out.json {
-        let list: Vec<_> = pending.iter().map(|(v, d)| serde_json::json!({"version": v, "description": d})).collect();
-        output::print_json(&serde_json::json!({ if check { "pending" } else { "applied" }: list }));
-    } else {
-        for (version, description) in &pending {
-            println!("{} {version} {description}", if check { "pending:" } else { "applied:" });
-        }
-        if check && !pending.is_empty() {
-            println!("{} migration(s) pending; run `clerk-sync migrate`", pending.len());
-        } else {
-            println!("the schema is up to date");
-        }
-    }
-    anyhow::ensure!(!check || pending.is_empty(), "{} migration(s) pending", pending.len());
-    Ok(())
 }

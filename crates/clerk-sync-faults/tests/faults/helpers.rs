@@ -96,8 +96,14 @@ impl Stack {
     }
 
     pub fn spawn_worker(&mut self) -> u32 {
+        self.spawn_worker_with(&[])
+    }
+
+    /// A worker with some settings overridden (`CLERK_SYNC__...` variables).
+    pub fn spawn_worker_with(&mut self, vars: &[(&str, &str)]) -> u32 {
         let mut cmd = Command::new(bin("clerk-sync-worker"));
         self.env(&mut cmd, &self.db.url.clone());
+        cmd.envs(vars.iter().copied());
         let child = cmd.spawn().unwrap();
         let pid = child.id();
         self.children.push(child);

@@ -1,6 +1,11 @@
 //! Convergence: a generated history of users, organizations and memberships with updates and
 //! deletes, delivered shuffled, with duplicates and with redeliveries (a worker killed part-way),
 //! to three workers at once, ends in exactly the state of applying the history in order.
+//!
+//! The history has equal-version ties: updates that keep the previous `updated_at` (the envelope
+//! time then decides), updates that keep both (the svix-id decides; ids are issued in history
+//! order), and membership events whose nested organization has the same `updated_at` as the
+//! organization's own latest event but other contents (the own event wins).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +22,17 @@ const T: i64 = 1_716_883_200_000;
 
 struct Org {
     version: Value,
+    /// `updated_at` and envelope time of the latest version, for ties.
+    at: (i64, i64),
+}
+
+/// The version stamp of an update: usually new, sometimes tied with the previous one.
+fn stamp(rng: &mut StdRng, previous: Option<(i64, i64)>, t: i64) -> (i64, i64) {
+    match (previous, rng.random_range(0..10)) {
+        (Some((updated_at, _)), 0..=1) => (updated_at, t),
+        (Some(both), 2) => both,
+        _ => (t, t),
+    }
 }
 
 /// A plausible history: every event is valid when it happens (no update after a delete), and
@@ -24,6 +40,7 @@ struct Org {
 fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut users: BTreeMap<String, bool> = BTreeMap::new();
+    let mut user_at: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut orgs: BTreeMap<String, Org> = BTreeMap::new();
     let mut members: BTreeMap<String, (String, String, &str)> = BTreeMap::new();
     let mut deleted_orgs: Vec<String> = Vec::new();
@@ -35,11 +52,15 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
             0..=14 => {
                 let id = format!("user_{step:05}");
                 users.insert(id.clone(), true);
+                user_at.insert(id.clone(), (t, t));
                 envelope("user.created", user(&id, "First", &format!("{id}@example.com"), t), t)
             }
             15..=39 if !live_users.is_empty() => {
                 let id = live_users.choose(rng).unwrap();
-                envelope("user.updated", user(id, &format!("N{step}"), &format!("{id}.{step}@example.com"), t), t)
+                let (updated_at, at) = stamp(rng, user_at.get(id).copied(), t);
+                user_at.insert(id.clone(), (updated_at, at));
+                let data = user(id, &format!("N{step}"), &format!("{id}.{step}@example.com"), updated_at);
+                envelope("user.updated", data, at)
             }
             40..=44 if !live_users.is_empty() => {
                 let id = live_users.choose(rng).unwrap().clone();
@@ -54,14 +75,17 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
             45..=52 => {
                 let id = format!("org_{step:05}");
                 let version = organization(&id, &format!("Org {step}"), t);
-                orgs.insert(id.clone(), Org { version: version.clone() });
+                orgs.insert(id.clone(), Org { version: version.clone(), at: (t, t) });
                 envelope("organization.created", version, t)
             }
             53..=62 if !live_orgs.is_empty() => {
                 let id = live_orgs.choose(rng).unwrap();
-                let version = organization(id, &format!("Org {id} v{step}"), t);
-                orgs.get_mut(id).unwrap().version = version.clone();
-                envelope("organization.updated", version, t)
+                let (updated_at, at) = stamp(rng, Some(orgs[id].at), t);
+                let mut version = organization(id, &format!("Org {id} v{step}"), updated_at);
+                version["members_count"] = json!(step % 50);
+                let org = orgs.get_mut(id).unwrap();
+                (org.version, org.at) = (version.clone(), (updated_at, at));
+                envelope("organization.updated", version, at)
             }
             63..=65 if !live_orgs.is_empty() => {
                 let id = live_orgs.choose(rng).unwrap().clone();
@@ -75,7 +99,7 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
                 let (o, u) = (live_orgs.choose(rng).unwrap().clone(), live_users.choose(rng).unwrap().clone());
                 members.insert(id.clone(), (o.clone(), u.clone(), "org:member"));
                 let mut m = membership(&id, &o, &u, "org:member", t);
-                m["organization"] = orgs[&o].version.clone();
+                m["organization"] = nested_copy(&orgs[&o].version);
                 envelope("organizationMembership.created", m, t)
             }
             83..=94 if !members.is_empty() => {
@@ -85,7 +109,7 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
                 let (o, u, _) = members[&id].clone();
                 members.insert(id.clone(), (o.clone(), u.clone(), role));
                 let mut m = membership(&id, &o, &u, role, t);
-                m["organization"] = orgs[&o].version.clone();
+                m["organization"] = nested_copy(&orgs[&o].version);
                 envelope("organizationMembership.updated", m, t)
             }
             95..=99 if !members.is_empty() => {
@@ -93,14 +117,23 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
                 let id = ids.choose(rng).unwrap().clone();
                 let (o, u, role) = members.remove(&id).unwrap();
                 let mut m = membership(&id, &o, &u, role, t);
-                m["organization"] = orgs[&o].version.clone();
+                m["organization"] = nested_copy(&orgs[&o].version);
                 envelope("organizationMembership.deleted", m, t)
             }
             _ => continue,
         };
-        out.push((svix_id(), event));
+        // Issued in history order, so that where everything else ties the later event sorts last.
+        out.push((format!("msg_{:05}_{}", out.len(), &svix_id()[4..]), event));
     }
     out
+}
+
+/// An organization as a membership event nests it: same `updated_at` as its own latest event, but
+/// partial (here: a stale member count), so it must never replace that event's version.
+fn nested_copy(version: &Value) -> Value {
+    let mut copy = version.clone();
+    copy["members_count"] = json!(-1);
+    copy
 }
 
 async fn tables(env: &TestEnv) -> [Vec<Value>; 3] {

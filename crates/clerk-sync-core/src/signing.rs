@@ -7,8 +7,9 @@
 //! `Webhook::verify` exactly: the same signed content, the same 5 minute tolerance both ways, the
 //! same constant-time comparison of the base64 signature. `svix` stays the reference: it decodes and
 //! validates the secrets, and a property test checks both agree on arbitrary requests. This module
-//! adds what `svix` leaves out: telling a malformed request (400) from a forged one (401), and
-//! trying every configured secret.
+//! adds what `svix` leaves out: telling a malformed request (400) from a forged one (401), trying
+//! every configured secret, and [`check_headers`], everything that can be refused from the headers
+//! alone, so that the gateway refuses it before reading (and buffering) a byte of the body.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -24,6 +25,9 @@ pub const TOLERANCE_SECS: i64 = 5 * 60;
 
 /// Longest `svix-id` accepted: it becomes the AMQP `message_id`, a short string.
 pub const MAX_ID_LEN: usize = 255;
+
+/// Length of a base64 HMAC-SHA256 (32 bytes, padded): a `v1` entry of any other shape never matches.
+const SIGNATURE_B64_LEN: usize = 44;
 
 /// The three headers, in their Svix and Standard Webhooks spellings.
 pub const ID_HEADERS: [&str; 2] = ["svix-id", "webhook-id"];
@@ -67,6 +71,61 @@ impl VerifyError {
 pub struct Verified {
     pub id: String,
     pub timestamp: i64,
+}
+
+/// The signature headers of a request that passed [`check_headers`]: only the body is left to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders<'a> {
+    pub id: &'a str,
+    pub timestamp: i64,
+    signature: &'a str,
+}
+
+impl SignedHeaders<'_> {
+    /// The `v1` signatures that could match: 44 characters of base64.
+    fn candidates(&self) -> impl Iterator<Item = &str> {
+        self.signature
+            .split(' ')
+            .filter_map(|p| p.split_once(','))
+            .filter(|(v, s)| *v == "v1" && is_hmac_b64(s))
+            .map(|(_, s)| s)
+    }
+}
+
+fn is_hmac_b64(s: &str) -> bool {
+    s.len() == SIGNATURE_B64_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
+/// Everything verification checks that does not need the body, with the same answers: missing or
+/// malformed headers (400), a timestamp outside the tolerance (401), and a signature header with no
+/// `v1` entry shaped like an HMAC-SHA256 (401 `invalid_signature`: no body could ever match it).
+pub fn check_headers(headers: &HeaderMap) -> Result<SignedHeaders<'_>, VerifyError> {
+    check_headers_at(headers, chrono::Utc::now().timestamp())
+}
+
+/// `check_headers` against a given clock, for tests.
+pub fn check_headers_at(headers: &HeaderMap, now: i64) -> Result<SignedHeaders<'_>, VerifyError> {
+    let id = header(headers, ID_HEADERS, "svix-id")?;
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(VerifyError::MalformedHeader("svix-id"));
+    }
+    let timestamp: i64 = header(headers, TIMESTAMP_HEADERS, "svix-timestamp")?
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::MalformedHeader("svix-timestamp"))?;
+    let signature = header(headers, SIGNATURE_HEADERS, "svix-signature")?;
+    if !signature.split(' ').any(|part| part.split_once(',').is_some_and(|(v, s)| !v.is_empty() && !s.is_empty())) {
+        return Err(VerifyError::MalformedHeader("svix-signature"));
+    }
+    // svix: "too old" when now - ts > tolerance, "future" when ts > now + tolerance.
+    if now.saturating_sub(timestamp) > TOLERANCE_SECS || timestamp > now.saturating_add(TOLERANCE_SECS) {
+        return Err(VerifyError::TimestampOutOfTolerance);
+    }
+    let signed = SignedHeaders { id, timestamp, signature };
+    if signed.candidates().next().is_none() {
+        return Err(VerifyError::InvalidSignature);
+    }
+    Ok(signed)
 }
 
 /// One signing secret as a keyed HMAC-SHA256 state: the key schedule is paid once, not per request.
@@ -131,41 +190,23 @@ impl Verifier {
         Ok(Self { keys })
     }
 
-    /// Checks the headers' shape first so that a malformed request is answered 400 without any
-    /// cryptography, then the tolerance (the same for every secret), then each secret's HMAC.
+    /// Checks the headers first ([`check_headers`]: a malformed request is answered 400 and a stale
+    /// one 401 without any cryptography), then that the body is text, then each secret's HMAC.
     pub fn verify(&self, body: &[u8], headers: &HeaderMap) -> Result<Verified, VerifyError> {
         self.verify_at(body, headers, chrono::Utc::now().timestamp())
     }
 
     /// `verify` against a given clock, for tests.
     pub fn verify_at(&self, body: &[u8], headers: &HeaderMap, now: i64) -> Result<Verified, VerifyError> {
-        let id = header(headers, ID_HEADERS, "svix-id")?;
-        if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(VerifyError::MalformedHeader("svix-id"));
-        }
-        let timestamp: i64 = header(headers, TIMESTAMP_HEADERS, "svix-timestamp")?
-            .trim()
-            .parse()
-            .map_err(|_| VerifyError::MalformedHeader("svix-timestamp"))?;
-        let signature = header(headers, SIGNATURE_HEADERS, "svix-signature")?;
-        if !signature.split(' ').any(|part| part.split_once(',').is_some_and(|(v, s)| !v.is_empty() && !s.is_empty())) {
-            return Err(VerifyError::MalformedHeader("svix-signature"));
-        }
+        let signed = check_headers_at(headers, now)?;
         if std::str::from_utf8(body).is_err() {
             return Err(VerifyError::BodyNotUtf8);
         }
-        // svix: "too old" when now - ts > tolerance, "future" when ts > now + tolerance.
-        if now.saturating_sub(timestamp) > TOLERANCE_SECS || timestamp > now.saturating_add(TOLERANCE_SECS) {
-            return Err(VerifyError::TimestampOutOfTolerance);
-        }
-        let candidates = || signature.split(' ').filter_map(|p| p.split_once(',')).filter(|(v, _)| *v == "v1");
         for key in &self.keys {
-            let expected = key.signature_b64(id, timestamp, body);
+            let expected = key.signature_b64(signed.id, signed.timestamp, body);
             // Constant time in the signature's content; the length (always 44) is public.
-            if candidates()
-                .any(|(_, s)| s.len() == expected.len() && bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
-            {
-                return Ok(Verified { id: id.to_owned(), timestamp });
+            if signed.candidates().any(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes()))) {
+                return Ok(Verified { id: signed.id.to_owned(), timestamp: signed.timestamp });
             }
         }
         Err(VerifyError::InvalidSignature)
@@ -302,6 +343,36 @@ mod tests {
         let h = headers(&"x".repeat(MAX_ID_LEN + 1), now(), &sig);
         assert_eq!(verifier.verify(b"{}", &h), Err(VerifyError::MalformedHeader("svix-id")));
         assert_eq!(verifier.verify(&[0xff, 0xfe], &headers("msg_1", now(), &sig)), Err(VerifyError::BodyNotUtf8));
+    }
+
+    #[test]
+    fn the_headers_alone_are_checked_with_the_answers_verification_gives() {
+        let verifier = Verifier::new(&[secret(VECTORS[0].0)]).unwrap();
+        let ts = now();
+        let good = sign(&secret(VECTORS[0].0), "msg_1", ts, b"{}").unwrap();
+        let forged = sign(&secret(VECTORS[1].0), "msg_1", ts, b"{}").unwrap();
+        let cases: [(HeaderMap, Result<(), VerifyError>); 8] = [
+            (headers("msg_1", ts, &good), Ok(())),
+            // Only the body can tell a forged but well-formed signature from a real one.
+            (headers("msg_1", ts, &forged), Ok(())),
+            (headers("msg_1", ts - 301, &good), Err(VerifyError::TimestampOutOfTolerance)),
+            (headers("msg_1", ts + 301, &good), Err(VerifyError::TimestampOutOfTolerance)),
+            (headers("msg_1", ts, "garbage"), Err(VerifyError::MalformedHeader("svix-signature"))),
+            (headers("msg_1", ts, "v1,AAAA v2,whatever"), Err(VerifyError::InvalidSignature)),
+            (headers("msg_1", ts, &format!("v1,{}!", &good[3..46])), Err(VerifyError::InvalidSignature)),
+            (HeaderMap::new(), Err(VerifyError::MissingHeader("svix-id"))),
+        ];
+        for (h, expected) in cases {
+            let checked = check_headers(&h).map(|signed| assert_eq!((signed.id, signed.timestamp), ("msg_1", ts)));
+            assert_eq!(checked, expected, "{h:?}");
+            // Whatever the headers alone refuse, verification refuses the same way, whatever the body.
+            if let Err(e) = expected {
+                assert_eq!(verifier.verify(b"{}", &h), Err(e.clone()));
+                assert_eq!(verifier.verify(&[0xff], &h), Err(e));
+            }
+        }
+        let oversized_id = headers(&"x".repeat(MAX_ID_LEN + 1), ts, &good);
+        assert_eq!(check_headers(&oversized_id), Err(VerifyError::MalformedHeader("svix-id")));
     }
 
     #[test]

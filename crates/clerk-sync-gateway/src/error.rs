@@ -21,6 +21,8 @@ pub enum GatewayError {
     Verify(#[from] VerifyError),
     #[error("the event could not be queued; retry later")]
     BrokerUnavailable { cause: PublishError, retry_after_secs: u64 },
+    #[error("too many request bodies are being received at once; retry later")]
+    Overloaded { retry_after_secs: u64 },
 }
 
 impl GatewayError {
@@ -33,6 +35,7 @@ impl GatewayError {
             Self::EmptyBody => "empty_body",
             Self::Verify(e) => e.reason(),
             Self::BrokerUnavailable { .. } => "broker_unavailable",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 }
@@ -45,13 +48,13 @@ impl ResponseError for GatewayError {
             Self::BodyRead | Self::EmptyBody => StatusCode::BAD_REQUEST,
             Self::Verify(e) if e.is_unauthorized() => StatusCode::UNAUTHORIZED,
             Self::Verify(_) => StatusCode::BAD_REQUEST,
-            Self::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BrokerUnavailable { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::BrokerUnavailable { retry_after_secs, .. } = self {
+        if let Self::BrokerUnavailable { retry_after_secs, .. } | Self::Overloaded { retry_after_secs } = self {
             response.insert_header((RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
         response.json(serde_json::json!({ "error": self.code(), "message": self.to_string() }))

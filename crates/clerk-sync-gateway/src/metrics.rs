@@ -6,7 +6,8 @@ use clerk_sync_core::metrics::{LATENCY_BUCKETS, SIZE_BUCKETS};
 
 #[derive(Clone)]
 pub struct GatewayMetrics {
-    /// Requests by outcome (`queued`, `dead_lettered`, `rejected`, `unavailable`) and status code.
+    /// Requests by outcome (`queued`, `dead_lettered`, `rejected`, `unavailable`, `overloaded`) and
+    /// status code.
     pub requests: IntCounterVec,
     /// Verification failures by reason (`invalid_signature`, `missing_header`, ...).
     pub verification_failures: IntCounterVec,
@@ -16,6 +17,8 @@ pub struct GatewayMetrics {
     /// 1 while connected to RabbitMQ with confirm channels open.
     pub amqp_connected: IntGauge,
     pub body_bytes: Histogram,
+    /// Bytes reserved by request bodies held in memory (the budget in use).
+    pub buffered_body_bytes: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -43,6 +46,10 @@ impl GatewayMetrics {
                 HistogramOpts::new("clerk_sync_gateway_body_bytes", "Size of accepted request bodies.")
                     .buckets(SIZE_BUCKETS.to_vec()),
             )?,
+            buffered_body_bytes: IntGauge::new(
+                "clerk_sync_gateway_buffered_body_bytes",
+                "Bytes reserved by request bodies held in memory, out of gateway.max_buffered_bytes.",
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.verification_failures.clone()))?;
@@ -50,6 +57,7 @@ impl GatewayMetrics {
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.amqp_connected.clone()))?;
         registry.register(Box::new(m.body_bytes.clone()))?;
+        registry.register(Box::new(m.buffered_body_bytes.clone()))?;
         Ok(m)
     }
 }

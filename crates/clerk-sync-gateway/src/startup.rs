@@ -16,6 +16,7 @@ use clerk_sync_core::signing::Verifier;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::BodyBudget;
 use crate::metrics::GatewayMetrics;
 use crate::routes::{self, AppState};
 
@@ -51,11 +52,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
 
+        let budget = BodyBudget::new(gw.max_buffered_bytes, metrics.buffered_body_bytes.clone());
         let state = web::Data::new(AppState {
             verifier,
             publisher: publisher.clone(),
             metrics,
             max_body_size: gw.max_body_size,
+            budget,
             request_timeout: gw.request_timeout,
             retry_after_secs: gw.retry_after.as_secs().max(1),
         });
@@ -74,6 +77,8 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .workers(workers)
+        // actix counts per worker; the setting is for the process (the budget of memory it bounds).
+        .max_connections(gw.max_connections.div_ceil(workers))
         .backlog(4096)
         // Answers are small and go out as soon as the broker confirms: with Nagle's algorithm a
         // response could wait for the client's delayed ACK of the previous one (tens of ms).

@@ -69,9 +69,13 @@ pub struct GatewaySettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_size: usize,
+    /// Bytes of request bodies held in memory at once, across every connection.
+    pub max_buffered_bytes: usize,
     pub request_timeout: Duration,
     pub retry_after: Duration,
     pub http_workers: usize,
+    /// Connections open at once, shared equally by the HTTP workers.
+    pub max_connections: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -196,9 +200,11 @@ impl Settings {
                 listen: f.addr("gateway", "listen"),
                 admin_listen: f.addr("gateway", "admin_listen"),
                 max_body_size: f.positive("gateway", "max_body_size"),
+                max_buffered_bytes: f.positive("gateway", "max_buffered_bytes"),
                 request_timeout: f.duration("gateway", "request_timeout"),
                 retry_after: f.duration("gateway", "retry_after"),
                 http_workers: f.parse("gateway", "http_workers"),
+                max_connections: f.positive("gateway", "max_connections"),
                 shutdown_timeout: f.duration("gateway", "shutdown_timeout"),
             },
             worker: WorkerSettings {
@@ -248,6 +254,12 @@ impl Settings {
             problem(
                 "gateway.admin_listen",
                 "must differ from gateway.listen: admin endpoints stay off the public port",
+            );
+        }
+        if self.gateway.max_buffered_bytes < self.gateway.max_body_size {
+            problem(
+                "gateway.max_buffered_bytes",
+                "must be at least gateway.max_body_size, or a body of the largest accepted size never fits",
             );
         }
         if self.worker.batch_size > usize::from(self.worker.prefetch) {

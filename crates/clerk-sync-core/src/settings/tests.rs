@@ -23,7 +23,9 @@ fn the_embedded_defaults_are_valid_and_match_the_documented_values() {
     assert_eq!(cfg.gateway.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(cfg.gateway.admin_listen.to_string(), "127.0.0.1:9091");
     assert_eq!(cfg.worker.admin_listen.to_string(), "127.0.0.1:9092");
-    assert_eq!(cfg.gateway.max_body_size, 1024 * 1024);
+    assert_eq!(cfg.gateway.max_body_size, 384 * 1024);
+    assert_eq!(cfg.gateway.max_buffered_bytes, 32 * 1024 * 1024);
+    assert_eq!(cfg.gateway.max_connections, 2048);
     assert_eq!(cfg.amqp.confirm_timeout, Duration::from_secs(5));
     assert_eq!(cfg.worker.event_retention, Duration::from_secs(30 * 24 * 3600));
     assert!(cfg.webhook.signing_secrets.is_empty());
@@ -151,4 +153,18 @@ fn admin_and_public_listeners_must_differ() {
         .with_env("CLERK_SYNC__GATEWAY__LISTEN", "127.0.0.1:9000")
         .with_env("CLERK_SYNC__GATEWAY__ADMIN_LISTEN", "127.0.0.1:9000");
     assert_eq!(keys(&load(&sources).unwrap_err()), vec!["gateway.admin_listen"]);
+}
+
+#[test]
+fn the_body_budget_must_hold_at_least_one_body_of_the_largest_size() {
+    let sources = Sources::default()
+        .with_env("CLERK_SYNC__GATEWAY__MAX_BODY_SIZE", "65536")
+        .with_env("CLERK_SYNC__GATEWAY__MAX_BUFFERED_BYTES", "65535");
+    assert_eq!(keys(&load(&sources).unwrap_err()), vec!["gateway.max_buffered_bytes"]);
+    let zero = Sources::default().with_env("CLERK_SYNC__GATEWAY__MAX_BUFFERED_BYTES", "0");
+    assert!(keys(&load(&zero).unwrap_err()).contains(&"gateway.max_buffered_bytes".to_owned()));
+    let equal = Sources::default()
+        .with_env("CLERK_SYNC__GATEWAY__MAX_BODY_SIZE", "65536")
+        .with_env("CLERK_SYNC__GATEWAY__MAX_BUFFERED_BYTES", "65536");
+    assert_eq!(load(&equal).unwrap().gateway.max_buffered_bytes, 65536);
 }

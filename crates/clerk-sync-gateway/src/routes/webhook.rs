@@ -1,4 +1,8 @@
-//! `POST /webhooks/clerk`: read, verify, publish, and only then answer 2xx.
+//! `POST /webhooks/clerk`: check the headers, read, verify, publish, and only then answer 2xx.
+//!
+//! Whatever the headers alone can refuse (an announced body over the limit, missing or malformed
+//! svix headers, a stale timestamp, a signature that could never match) is refused before a byte
+//! of the body is read; the body is then read within the process-wide byte budget.
 //!
 //! A correctly signed body that is not a Clerk event envelope (not JSON, no `type`, `data` not an
 //! object) cannot be routed as an event, but it is authentic and must not vanish: it is published
@@ -16,7 +20,8 @@ use clerk_sync_core::signing::{self, Verified, Verifier};
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
 
-use super::body::read_limited;
+use super::body::{declared_length, read_limited};
+use crate::budget::BodyBudget;
 use crate::error::GatewayError;
 use crate::metrics::{GatewayMetrics, InFlight};
 
@@ -25,6 +30,7 @@ pub struct AppState {
     pub publisher: Publisher,
     pub metrics: GatewayMetrics,
     pub max_body_size: usize,
+    pub budget: BodyBudget,
     pub request_timeout: Duration,
     pub retry_after_secs: u64,
 }
@@ -69,6 +75,10 @@ pub async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<A
                     tracing::warn!(error = %cause, "not confirmed by the broker; answering 503");
                     "unavailable"
                 }
+                GatewayError::Overloaded { .. } => {
+                    tracing::info!("the body budget is full; answering 503");
+                    "overloaded"
+                }
                 GatewayError::Verify(v) => {
                     state.metrics.verification_failures.with_label_values(&[v.reason()]).inc();
                     tracing::info!(reason = v.reason(), "rejected webhook");
@@ -92,11 +102,20 @@ async fn handle(
     state: &AppState,
 ) -> Result<(&'static str, HttpResponse), GatewayError> {
     let received_at = amqp::now_ms();
-    let body = read_limited(req, payload, state.max_body_size, state.request_timeout).await?;
+    let declared = declared_length(req);
+    if declared.is_some_and(|len| len > state.max_body_size) {
+        return Err(GatewayError::PayloadTooLarge { limit: state.max_body_size });
+    }
+    let headers = signature_headers(req);
+    signing::check_headers(&headers)?;
+    let hold = state.budget.hold();
+    let body =
+        read_limited(payload, declared, state.max_body_size, state.request_timeout, &hold, state.retry_after_secs)
+            .await?;
     if body.is_empty() {
         return Err(GatewayError::EmptyBody);
     }
-    let verified = state.verifier.verify(&body, &signature_headers(req))?;
+    let verified = state.verifier.verify(&body, &headers)?;
     let span = tracing::Span::current();
     span.record("svix_id", verified.id.as_str());
     state.metrics.body_bytes.observe(body.len() as f64);

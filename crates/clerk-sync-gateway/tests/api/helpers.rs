@@ -155,3 +155,118 @@ impl TestApp {
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     serde_json::from_slice(&response.bytes().await.unwrap()).expect("a JSON body")
 }
+
+/// One request written by hand on its own connection, to control which bytes arrive and when:
+/// the head now, the body later, or never.
+pub struct RawRequest {
+    stream: tokio::net::TcpStream,
+}
+
+/// What came back on a [`RawRequest`]'s connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// How the body of a [`RawRequest`] is framed.
+pub enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// The svix headers of a request nobody can authenticate: fresh and well formed, signed with a
+/// secret the gateway does not hold.
+pub fn forged_headers() -> Vec<(&'static str, String)> {
+    let id = new_id();
+    let ts = now();
+    let signature = sign(OTHER_SECRET, &id, ts, b"whatever");
+    vec![("svix-id", id), ("svix-timestamp", ts.to_string()), ("svix-signature", signature)]
+}
+
+impl TestApp {
+    /// Connects and writes a POST head with `headers` and `framing`, and no body yet.
+    pub async fn raw_request(&self, headers: &[(&str, String)], framing: Framing) -> RawRequest {
+        use tokio::io::AsyncWriteExt;
+        let addr = self.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects to the gateway");
+        let mut head =
+            String::from("POST /webhooks/clerk HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        match framing {
+            Framing::Length(n) => head.push_str(&format!("Content-Length: {n}\r\n\r\n")),
+            Framing::Chunked => head.push_str("Transfer-Encoding: chunked\r\n\r\n"),
+        }
+        stream.write_all(head.as_bytes()).await.expect("the head is written");
+        RawRequest { stream }
+    }
+
+    /// The bytes of body the gateway holds in memory right now, from its metrics.
+    pub async fn buffered_body_bytes(&self) -> u64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("clerk_sync_gateway_buffered_body_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the gateway exports clerk_sync_gateway_buffered_body_bytes")
+    }
+}
+
+impl RawRequest {
+    /// Sends raw body bytes (for `Framing::Length`). Errors once the gateway has closed.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    /// Sends one chunk of a chunked body.
+    pub async fn send_chunk(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut framed = format!("{:x}\r\n", bytes.len()).into_bytes();
+        framed.extend_from_slice(bytes);
+        framed.extend_from_slice(b"\r\n");
+        self.send(&framed).await
+    }
+
+    /// The response, if one arrives within `within`.
+    pub async fn response(&mut self, within: Duration) -> Option<RawResponse> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                        return Some(RawResponse { status, head, body });
+                    }
+                }
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(within, read).await.ok().flatten()
+    }
+}

@@ -4,7 +4,9 @@
 mod admin;
 mod bad_input;
 mod broker_faults;
+mod budget;
 mod config;
+mod early_refusal;
 mod helpers;
 mod load;
 mod shutdown;

@@ -57,6 +57,11 @@ export const users = clerk.table(
     raw: jsonb("raw").$type<Record<string, unknown>>(),
     /** When clerk-sync last wrote the row. */
     syncedAt: ts("synced_at").notNull().defaultNow(),
+    /** Tiebreak of clerk-sync's version order (envelope time, svix-id); not for applications. */
+    versionAt: ts("version_at"),
+    versionSvixId: text("version_svix_id"),
+    /** The external id a `user.deleted` named: it stays the final `externalId`. */
+    deletedExternalId: text("deleted_external_id"),
   },
   (t) => [
     index("users_primary_email_address_idx").on(t.primaryEmailAddress),
@@ -84,6 +89,11 @@ export const organizations = clerk.table(
     deletedAt: ts("deleted_at"),
     raw: jsonb("raw").$type<Record<string, unknown>>(),
     syncedAt: ts("synced_at").notNull().defaultNow(),
+    /** Tiebreak of clerk-sync's version order (envelope time, svix-id); not for applications. */
+    versionAt: ts("version_at"),
+    versionSvixId: text("version_svix_id"),
+    /** The stored version came from a copy nested in a membership event. */
+    nested: boolean("nested").notNull().default(false),
   },
   (t) => [index("organizations_slug_idx").on(t.slug)],
 );
@@ -107,6 +117,9 @@ export const organizationMemberships = clerk.table(
     deletedAt: ts("deleted_at"),
     raw: jsonb("raw").$type<Record<string, unknown>>(),
     syncedAt: ts("synced_at").notNull().defaultNow(),
+    /** Tiebreak of clerk-sync's version order (envelope time, svix-id); not for applications. */
+    versionAt: ts("version_at"),
+    versionSvixId: text("version_svix_id"),
   },
   (t) => [
     index("organization_memberships_user_id_idx").on(t.userId),

@@ -17,6 +17,8 @@ pub struct WorkerMetrics {
     /// Seconds from the signed svix timestamp to commit.
     pub lag: Histogram,
     pub transient_errors: IntCounter,
+    /// Attempts to publish a failed message's retry or dead-letter copy that the broker refused.
+    pub settle_failures: IntCounter,
     /// Pauses by whole-database condition (`db::Condition`), counted when one begins or changes.
     pub database_pauses: IntCounterVec,
     pub db_up: IntGauge,
@@ -48,6 +50,10 @@ impl WorkerMetrics {
                 "clerk_sync_worker_transient_errors_total",
                 "Database failures that paused processing (retried, never dead-lettered).",
             )?,
+            settle_failures: IntCounter::new(
+                "clerk_sync_worker_settle_failures_total",
+                "Retry or dead-letter copies the broker did not confirm (the message is held, then retried).",
+            )?,
             database_pauses: IntCounterVec::new(
                 Opts::new(
                     "clerk_sync_worker_database_pauses_total",
@@ -68,6 +74,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.transient_errors.clone()))?;
+        registry.register(Box::new(m.settle_failures.clone()))?;
         registry.register(Box::new(m.database_pauses.clone()))?;
         for condition in crate::db::Condition::ALL {
             m.database_pauses.with_label_values(&[condition.as_str()]);

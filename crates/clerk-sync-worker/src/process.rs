@@ -132,7 +132,10 @@ impl Processor {
             for (d, failure) in failed {
                 match self.settle(d, &failure).await {
                     Ok(()) => settled.push(d),
-                    Err(e) => refused.push((d, failure, e)),
+                    Err(e) => {
+                        self.metrics.settle_failures.inc();
+                        refused.push((d, failure, e));
+                    }
                 }
             }
             if refused.is_empty() {

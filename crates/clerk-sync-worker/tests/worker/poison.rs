@@ -125,3 +125,49 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_attempt_limit()
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_failed_message_the_broker_cannot_take_is_held_with_backoff_not_requeued_in_a_loop() {
+    let env = setup("settle-backoff").await;
+    let worker = env.start_worker().await;
+    // A first message proves the worker's publisher is connected (its topology declared).
+    env.publish(&svix_id(), b"not json").await;
+    assert_eq!(next_dead_letters(&env).await.len(), 1);
+    // The next dead-letter copy cannot be routed while the dead-letter queue is gone.
+    env.probe.channel().queue_delete(env.topology.dead_queue().into(), Default::default()).await.unwrap();
+    env.publish(&svix_id(), b"not json").await;
+    let failures = || async {
+        let m = env.metrics(&worker).await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("clerk_sync_worker_settle_failures_total ")?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    clerk_sync_testkit::wait_until(Duration::from_secs(10), "the worker has tried three times", || async {
+        failures().await >= 3
+    })
+    .await;
+    let held_after = std::time::Instant::now();
+    assert_eq!(env.probe.ready_count(&env.topology.queue()).await, 0, "held by the worker, not requeued");
+    let tries = failures().await;
+    assert!(
+        tries <= 4,
+        "backing off (200 ms, 400 ms, 800 ms ...), not spinning: {tries} tries in {:?}",
+        held_after.elapsed()
+    );
+
+    clerk_sync_core::amqp::declare_topology(env.probe.channel(), &env.topology, &retry_delays()).await.unwrap();
+    let dead = next_dead_letters(&env).await;
+    assert_eq!(dead.len(), 1);
+    let h = dead[0].delivery.properties.headers().as_ref();
+    assert_eq!(get_str(h, headers::ERROR_KIND).as_deref(), Some("invalid_envelope"), "dead-lettered by the worker");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Waits for dead letters to arrive and takes them.
+async fn next_dead_letters(env: &TestEnv) -> Vec<lapin::message::BasicGetMessage> {
+    clerk_sync_testkit::wait_until_value(Duration::from_secs(15), "a message is dead-lettered", || async {
+        Some(env.dead_letters(Duration::ZERO).await).filter(|d| !d.is_empty())
+    })
+    .await
+}

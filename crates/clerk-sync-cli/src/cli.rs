@@ -58,9 +58,10 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
-    /// Count dead letters: oldest, newest, by event type and by error kind.
+    /// Count dead letters (the queue's own counter); break the first 10,000 down by event type and
+    /// error kind, with the oldest and newest failure among them.
     Stats,
-    /// List dead letters without consuming or reordering them.
+    /// List dead letters without consuming them (only the first --limit matches are taken and handed back).
     List(ListArgs),
     /// Show one dead letter: headers, reason and the pretty-printed body.
     Show {
@@ -119,6 +120,9 @@ pub struct ReplayArgs {
     /// Move at most this many.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Copies awaiting RabbitMQ's confirm at once (the CLI holds about twice this many letters).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=30_000))]
+    pub window: u64,
     /// Print what would move, move nothing.
     #[arg(long)]
     pub dry_run: bool,

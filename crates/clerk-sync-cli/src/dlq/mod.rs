@@ -1,127 +1,112 @@
-//! The dead-letter queue, read without losing or reordering anything.
+//! The dead-letter queue, read and emptied without losing anything, with bounded memory.
 //!
-//! RabbitMQ has no "peek": the CLI takes every ready message without acknowledging it (so it stays
-//! owned by the queue), looks, and then acknowledges only what an operator asked to move or delete.
-//! Everything else goes back when the channel closes, ahead of newer messages, in its original
-//! order. While one operator holds messages, another does not see them, so no message can be
-//! replayed or purged twice by two operators at once.
+//! RabbitMQ has no "peek": every command takes letters from the queue without acknowledging them
+//! ([`cursor`]), and only what an operator asked to move or delete is acknowledged; the rest goes
+//! back in its original order when the command ends. Commands take only what they need: `list`
+//! stops at `--limit` matches, `show` at the id, `stats` counts with the queue's own counter and
+//! breaks down the first [`inspect::STATS_SCAN`] letters; `replay` and `purge` stream through the
+//! queue a prefetch at a time, publishing with a window of confirms outstanding, so their memory
+//! does not grow with the queue.
+//!
+//! While one operator holds letters, another does not see them, so no letter is replayed or purged
+//! twice by two operators at once. Interrupting (Ctrl-C, or killing the process) loses nothing: a
+//! replayed letter is acknowledged only after RabbitMQ confirmed its copy, so at worst it is in
+//! both queues and the worker skips the copy by its svix-id. After a Ctrl-C the held letters go
+//! back in order; after a kill the broker returns them itself, in no particular order.
 
-mod browse;
+mod cursor;
+mod inspect;
+mod letter;
 mod replay;
 
-pub use browse::{Browser, DeadLetter};
+pub use inspect::{list, show, stats};
 pub use replay::{purge, replay};
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::time::Duration;
 
-use clerk_sync_core::amqp::Topology;
-use comfy_table::Table;
-use serde_json::json;
+use chrono::{DateTime, Utc};
 
-use crate::cli::{Filters, ListArgs};
-use crate::output::{self, Output};
+use cursor::Want;
+use letter::DeadLetter;
 
-fn matches(d: &DeadLetter, f: &Filters) -> bool {
-    f.event_type.as_ref().is_none_or(|t| &d.event_type == t) && f.error_kind.as_ref().is_none_or(|k| &d.error_kind == k)
+/// Which letters a command acts on, and when it has all it needs.
+#[derive(Debug, Default)]
+pub struct Selector {
+    /// Still to find; with `by_id`, finding them all ends the command.
+    ids: HashSet<String>,
+    by_id: bool,
+    event_type: Option<String>,
+    error_kind: Option<String>,
+    failed_since: Option<DateTime<Utc>>,
+    failed_before: Option<DateTime<Utc>>,
+    limit: Option<usize>,
+    taken: usize,
 }
 
-pub async fn stats(amqp_url: &str, topology: &Topology, out: Output) -> anyhow::Result<()> {
-    let browser = Browser::open(amqp_url, topology).await?;
-    let letters = browser.letters();
-    let mut by_type: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
-    for d in letters {
-        *by_type.entry(&d.event_type).or_default() += 1;
-        *by_kind.entry(&d.error_kind).or_default() += 1;
-    }
-    let oldest = letters.iter().filter_map(|d| d.first_failed_at).min();
-    let newest = letters.iter().filter_map(|d| d.first_failed_at).max();
-    if out.json {
-        output::print_json(&json!({
-            "queue": topology.dead_queue(),
-            "count": letters.len(),
-            "oldest_first_failed_at": oldest,
-            "newest_first_failed_at": newest,
-            "by_type": by_type,
-            "by_error_kind": by_kind,
-        }));
-    } else {
-        println!("{} dead letter(s) in {}", letters.len(), topology.dead_queue());
-        if let (Some(o), Some(n)) = (oldest, newest) {
-            println!("oldest first failed {o}, newest {n}");
-        }
-        for (title, map) in [("event type", &by_type), ("error kind", &by_kind)] {
-            let mut table = Table::new();
-            table.set_header(vec![title, "count"]);
-            for (k, v) in map {
-                table.add_row(vec![(*k).to_owned(), v.to_string()]);
-            }
-            println!("{table}");
-        }
-    }
-    browser.close().await;
-    Ok(())
+fn ago(d: Duration) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-pub async fn list(amqp_url: &str, topology: &Topology, args: &ListArgs, out: Output) -> anyhow::Result<()> {
-    let browser = Browser::open(amqp_url, topology).await?;
-    let cutoff =
-        args.since.map(|s| chrono::Utc::now() - chrono::Duration::from_std(s).unwrap_or(chrono::Duration::MAX));
-    let selected: Vec<&DeadLetter> = browser
-        .letters()
-        .iter()
-        .filter(|d| matches(d, &args.filters))
-        .filter(|d| cutoff.is_none_or(|c| d.first_failed_at.is_some_and(|t| t >= c)))
-        .take(args.limit)
-        .collect();
-    if out.json {
-        output::print_json(&serde_json::Value::Array(selected.iter().map(|d| d.summary()).collect()));
-    } else {
-        let mut table = Table::new();
-        table.set_header(vec!["svix-id", "type", "error kind", "error", "attempts", "first failed at"]);
-        for d in &selected {
-            table.add_row(vec![
-                d.svix_id.clone(),
-                d.event_type.clone(),
-                d.error_kind.clone(),
-                output::truncate(&d.error, 60),
-                d.attempts.to_string(),
-                d.first_failed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            ]);
-        }
-        println!("{table}");
-        println!("{} shown of {} dead letter(s)", selected.len(), browser.letters().len());
+impl Selector {
+    fn ids(mut self, ids: &[String]) -> Self {
+        self.by_id = !ids.is_empty();
+        self.ids = ids.iter().cloned().collect();
+        self
     }
-    browser.close().await;
-    Ok(())
-}
 
-pub async fn show(amqp_url: &str, topology: &Topology, svix_id: &str, out: Output) -> anyhow::Result<()> {
-    let browser = Browser::open(amqp_url, topology).await?;
-    let found = browser.letters().iter().find(|d| d.svix_id == svix_id);
-    let result = match found {
-        None => Err(anyhow::anyhow!("no dead letter with svix-id {svix_id} in {}", topology.dead_queue())),
-        Some(d) if out.json => {
-            output::print_json(&d.detail());
-            Ok(())
+    /// Every letter, in queue order: each one taken is used.
+    fn is_everything(&self) -> bool {
+        !self.by_id
+            && self.event_type.is_none()
+            && self.error_kind.is_none()
+            && self.failed_since.is_none()
+            && self.failed_before.is_none()
+    }
+
+    fn matches(&self, d: &DeadLetter) -> bool {
+        (!self.by_id || self.ids.contains(&d.svix_id))
+            && self.event_type.as_ref().is_none_or(|t| &d.event_type == t)
+            && self.error_kind.as_ref().is_none_or(|k| &d.error_kind == k)
+            && self.failed_since.is_none_or(|c| d.first_failed_at.is_some_and(|t| t >= c))
+            && self.failed_before.is_none_or(|c| d.first_failed_at.is_some_and(|t| t < c))
+    }
+
+    /// True if `d` is selected (and counts towards the limit); the first letter with an id ends
+    /// that id's search, so a second copy of it stays.
+    fn take(&mut self, d: &DeadLetter) -> bool {
+        if self.done() || !self.matches(d) {
+            return false;
         }
-        Some(d) => {
-            println!("svix-id:          {}", d.svix_id);
-            println!("event type:       {}", d.event_type);
-            println!("error kind:       {}", d.error_kind);
-            println!("error:            {}", d.error);
-            println!("attempts:         {}", d.attempts);
-            println!("first failed at:  {}", d.first_failed_at.map(|t| t.to_rfc3339()).unwrap_or_default());
-            println!("routing key:      {}", d.original_routing_key);
-            println!("headers:");
-            for (k, v) in &d.headers {
-                println!("  {k}: {v}");
-            }
-            println!("body ({} bytes):", d.body.len());
-            println!("{}", d.pretty_body());
-            Ok(())
+        self.taken += 1;
+        if self.by_id {
+            self.ids.remove(&d.svix_id);
         }
-    };
-    browser.close().await;
-    result
+        true
+    }
+
+    fn done(&self) -> bool {
+        self.limit.is_some_and(|l| self.taken >= l) || (self.by_id && self.ids.is_empty())
+    }
+
+    /// How many more letters to take, for the cursor's prefetch.
+    fn want(&self) -> Want {
+        let left = self.limit.map_or(usize::MAX, |l| l.saturating_sub(self.taken));
+        if self.is_everything() {
+            Want::Exactly(left)
+        } else if self.by_id {
+            Want::AtLeast(self.ids.len().min(left))
+        } else {
+            Want::AtLeast(left)
+        }
+    }
+
+    /// At most how many letters the command will look at, for the progress bar.
+    fn expected(&self, ready: u32) -> u64 {
+        let ready = u64::from(ready);
+        match self.limit {
+            Some(l) if self.is_everything() => ready.min(l as u64),
+            _ => ready,
+        }
+    }
 }

@@ -2,11 +2,17 @@
 //! worker fills it.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use clerk_sync_core::amqp::{self, Topology, declare_topology, headers};
 use clerk_sync_testkit::{BrokerProbe, amqp_url, unique_prefix};
-use lapin::BasicProperties;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -68,15 +74,88 @@ impl Env {
     /// A dead letter as the worker writes one.
     pub async fn dead_letter(&self, svix_id: &str, event_type: &str, kind: &str, first_failed_at_ms: i64) {
         let body = clerk_sync_core::samples::sample(event_type, 1_716_883_200_000).unwrap().to_string();
-        let mut table = FieldTable::default();
-        amqp::put_i64(&mut table, headers::SVIX_TIMESTAMP, 1_716_883_200);
-        amqp::put_str(&mut table, headers::ERROR, &format!("{kind}: something was wrong"));
-        amqp::put_str(&mut table, headers::ERROR_KIND, kind);
-        amqp::put_i64(&mut table, headers::ATTEMPTS, 3);
-        amqp::put_i64(&mut table, headers::FIRST_FAILED_AT, first_failed_at_ms);
-        amqp::put_str(&mut table, headers::ORIGINAL_ROUTING_KEY, event_type);
-        let properties = BasicProperties::default().with_message_id(svix_id.into()).with_headers(table);
+        let properties = dead_letter_properties(svix_id, event_type, kind, first_failed_at_ms);
         self.probe.publish(&self.topology.dead_exchange(), event_type, body.as_bytes(), properties).await;
+    }
+
+    /// `n` dead letters `<id_prefix><i:05>` (types alternating user.updated / organization.created),
+    /// published with a window of outstanding confirms so that thousands take a second, not minutes.
+    pub async fn dead_letters(&self, id_prefix: &str, n: usize) -> Vec<String> {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let ids: Vec<String> = (0..n).map(|i| format!("{id_prefix}{i:05}")).collect();
+        let bodies =
+            [TYPES[0], TYPES[1]].map(|t| clerk_sync_core::samples::sample(t, 1_716_883_200_000).unwrap().to_string());
+        let exchange = self.topology.dead_exchange();
+        let mut confirms = futures_util::stream::FuturesOrdered::new();
+        for (i, id) in ids.iter().enumerate() {
+            let event_type = TYPES[i % 2];
+            let properties = dead_letter_properties(id, event_type, "database_error", amqp::now_ms());
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    event_type.into(),
+                    BasicPublishOptions { mandatory: true, immediate: false },
+                    bodies[i % 2].as_bytes(),
+                    properties.with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            confirms.push_back(confirm);
+            if confirms.len() >= 512 {
+                let confirmed = confirms.next().await.unwrap().unwrap();
+                assert!(matches!(confirmed, Confirmation::Ack(None)), "{confirmed:?}");
+            }
+        }
+        while let Some(confirmed) = confirms.next().await {
+            assert!(matches!(confirmed.unwrap(), Confirmation::Ack(None)));
+        }
+        let _ = connection.close(200, "seeded".into()).await;
+        ids
+    }
+
+    /// Takes (and acks) everything ready in `queue`, in queue order, with a consumer (the probe's
+    /// `basic_get` manages a few hundred a second): each message's svix-id and how often RabbitMQ
+    /// had delivered it before (`x-delivery-count`; 0 for a message nobody ever took).
+    pub async fn drain(&self, queue: &str) -> Vec<(String, i64)> {
+        let n = self.probe.ready_count(queue).await as usize;
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel.basic_qos(1_000, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = channel
+            .basic_consume(queue.into(), "drain".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().unwrap().unwrap();
+            let p = &d.properties;
+            let count = amqp::get_i64(p.headers().as_ref(), "x-delivery-count").unwrap_or(0);
+            out.push((p.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(), count));
+            if out.len() % 100 == 0 || out.len() == n {
+                d.acker.ack(BasicAckOptions { multiple: true }).await.unwrap();
+            }
+        }
+        let _ = connection.close(200, "drained".into()).await;
+        out
+    }
+
+    /// Consumers of the dead-letter queue right now.
+    pub async fn dead_queue_consumers(&self) -> u32 {
+        let channel = self.probe.channel();
+        let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+        let q = channel.queue_declare(self.topology.dead_queue().as_str().into(), opts, FieldTable::default()).await;
+        q.unwrap().consumer_count()
+    }
+
+    pub async fn drain_dead_queue(&self) -> Vec<(String, i64)> {
+        self.drain(&self.topology.dead_queue()).await
+    }
+
+    /// The svix-ids in the main queue, in order (taken and acked).
+    pub async fn drain_main_queue(&self) -> Vec<String> {
+        self.drain(&self.topology.queue()).await.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Deletes the queues, including the retry queues the CLI and the gateway declare with the
@@ -89,6 +168,21 @@ impl Env {
         .unwrap();
         self.probe.delete_topology(&self.topology, &defaults.worker.retry_delays).await;
     }
+}
+
+/// The two event types [`Env::dead_letters`] alternates between.
+pub const TYPES: [&str; 2] = ["user.updated", "organization.created"];
+
+/// The properties the worker gives a dead letter.
+fn dead_letter_properties(svix_id: &str, event_type: &str, kind: &str, first_failed_at_ms: i64) -> BasicProperties {
+    let mut table = FieldTable::default();
+    amqp::put_i64(&mut table, headers::SVIX_TIMESTAMP, 1_716_883_200);
+    amqp::put_str(&mut table, headers::ERROR, &format!("{kind}: something was wrong"));
+    amqp::put_str(&mut table, headers::ERROR_KIND, kind);
+    amqp::put_i64(&mut table, headers::ATTEMPTS, 3);
+    amqp::put_i64(&mut table, headers::FIRST_FAILED_AT, first_failed_at_ms);
+    amqp::put_str(&mut table, headers::ORIGINAL_ROUTING_KEY, event_type);
+    BasicProperties::default().with_message_id(svix_id.into()).with_headers(table)
 }
 
 pub fn stdout(out: &Output) -> String {

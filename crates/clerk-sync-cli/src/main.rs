@@ -5,6 +5,7 @@ mod cli;
 mod dlq;
 mod migrate;
 mod output;
+mod reconcile;
 mod send;
 
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ async fn main() -> ExitCode {
     };
     let requirements: &[Requirement] = match &command {
         Command::Send(args) if !args.list => &[Requirement::SigningSecret],
-        Command::Backfill(_) => &[Requirement::ClerkSecretKey],
+        Command::Backfill(_) | Command::Reconcile(_) => &[Requirement::ClerkSecretKey],
         _ => &[],
     };
     let settings = match cli.config.load(requirements) {
@@ -53,5 +54,6 @@ async fn run(settings: &Settings, command: Command, out: Output) -> anyhow::Resu
         Command::Migrate { check } => migrate::migrate(settings, check, out).await,
         Command::Send(args) => send::send(settings, &args, out).await,
         Command::Backfill(args) => backfill::backfill(settings, &args, out).await,
+        Command::Reconcile(args) => reconcile::reconcile(settings, &args, out).await,
     }
 }

@@ -1,7 +1,11 @@
-//! A small client for Clerk's Backend API list endpoints: bearer auth, limit/offset pages, 429
-//! answered by waiting `Retry-After`, server errors retried with backoff.
+//! A small client for Clerk's Backend API (backfill and reconcile): bearer auth, limit/offset pages
+//! and single objects, 429 answered by waiting `Retry-After`, server errors retried with backoff,
+//! and an optional token bucket shared by every request of a run so that a run stays within
+//! Clerk's rate limits and leaves room for the application's own calls.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use secrecy::{ExposeSecret, SecretString};
@@ -14,6 +18,38 @@ pub struct ClerkApi {
     http: reqwest::Client,
     base: String,
     key: SecretString,
+    bucket: Option<TokenBucket>,
+    requests: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+/// Requests per second with a burst of one second's worth. A request that finds the bucket empty
+/// reserves its token anyway and sleeps until it is due, so concurrent callers queue fairly.
+struct TokenBucket {
+    rate: f64,
+    /// Tokens available (negative: reserved ahead) as of the instant.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    fn new(rate: f64) -> Self {
+        Self { rate, state: Mutex::new((rate.max(1.0), Instant::now())) }
+    }
+
+    async fn take(&self) {
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            let burst = self.rate.max(1.0);
+            state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate).min(burst);
+            state.1 = now;
+            state.0 -= 1.0;
+            if state.0 >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-state.0 / self.rate) }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// The organization endpoints answer `{ "data": [...], "total_count": n }`; `GET /v1/users`
@@ -45,12 +81,72 @@ impl ClerkApi {
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("clerk-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), key })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            bucket: None,
+            requests: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+        })
+    }
+
+    /// Spends at most `per_second` requests a second, across every caller of this client.
+    pub fn with_rate(mut self, per_second: f64) -> Self {
+        self.bucket = (per_second > 0.0).then(|| TokenBucket::new(per_second));
+        self
+    }
+
+    /// HTTP requests sent so far (retries included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests Clerk answered 429.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// One object by its path (`/v1/users/<id>`); `None` when Clerk answers 404 (it does not exist).
+    pub async fn object(&self, path: &str) -> anyhow::Result<Option<Box<RawValue>>> {
+        match self.get(&format!("{}{path}", self.base), true).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("unexpected answer from {path}: {e}")),
+        }
     }
 
     /// One page; waits out rate limits and transient failures.
     pub async fn page(&self, path: &str, limit: u32, offset: u32) -> anyhow::Result<Fetched> {
-        let url = format!("{}{path}", self.base);
+        self.fetch_page(path, limit, offset, false)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("Clerk answered 404 Not Found for {path}"))
+    }
+
+    /// One page of a list that may not exist (`/v1/organizations/<id>/memberships`): `None` on 404.
+    pub async fn page_if_exists(&self, path: &str, limit: u32, offset: u32) -> anyhow::Result<Option<Fetched>> {
+        self.fetch_page(path, limit, offset, true).await
+    }
+
+    async fn fetch_page(
+        &self,
+        path: &str,
+        limit: u32,
+        offset: u32,
+        not_found_ok: bool,
+    ) -> anyhow::Result<Option<Fetched>> {
+        let url = format!("{}{path}?limit={limit}&offset={offset}&order_by=%2Bcreated_at", self.base);
+        match self.get(&url, not_found_ok).await? {
+            None => Ok(None),
+            Some(bytes) => {
+                parse_page(&bytes).map(Some).map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"))
+            }
+        }
+    }
+
+    /// A GET with retries; `None` for a 404 when `not_found_ok`.
+    async fn get(&self, url: &str, not_found_ok: bool) -> anyhow::Result<Option<Vec<u8>>> {
         let mut wait = backoff::ExponentialBackoff {
             initial_interval: Duration::from_millis(500),
             max_elapsed_time: None,
@@ -59,18 +155,16 @@ impl ClerkApi {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self
-                .http
-                .get(format!("{url}?limit={limit}&offset={offset}&order_by=%2Bcreated_at"))
-                .bearer_auth(self.key.expose_secret())
-                .send()
-                .await;
+            if let Some(bucket) = &self.bucket {
+                bucket.take().await;
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self.http.get(url).bearer_auth(self.key.expose_secret()).send().await;
             let delay = match sent {
-                Ok(r) if r.status().is_success() => {
-                    let bytes = r.bytes().await?;
-                    return parse_page(&bytes).map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"));
-                }
+                Ok(r) if r.status().is_success() => return Ok(Some(r.bytes().await?.to_vec())),
+                Ok(r) if not_found_ok && r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
                 Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                    self.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let secs = r
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)

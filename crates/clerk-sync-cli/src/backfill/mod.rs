@@ -9,7 +9,7 @@
 //! - each object version is recorded under a synthetic id (`backfill:<resource>:<id>:<updated_at>`),
 //!   so running the backfill again rewrites nothing that has not changed.
 
-mod client;
+pub(crate) mod client;
 
 use clerk_sync_core::settings::Settings;
 use clerk_sync_worker::db::{self, Incoming, Outcome};

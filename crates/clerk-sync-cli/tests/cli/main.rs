@@ -6,3 +6,4 @@ mod check_config;
 mod dlq;
 mod helpers;
 mod migrate_and_send;
+mod reconcile;

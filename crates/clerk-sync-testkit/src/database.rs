@@ -39,6 +39,25 @@ impl TestDatabase {
         sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&self.url).await.expect("connect test database")
     }
 
+    /// What a failover onto a standby looks like to a client: every new session of this database
+    /// is read-only (SQLSTATE 25006 on the first write), and the sessions open now are ended (they
+    /// would keep their setting). `false` undoes it, ending the read-only sessions the same way.
+    pub async fn set_read_only(&self, on: bool) {
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect as admin");
+        let sql = if on {
+            format!("ALTER DATABASE \"{}\" SET default_transaction_read_only = on", self.name)
+        } else {
+            format!("ALTER DATABASE \"{}\" RESET default_transaction_read_only", self.name)
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("alter database");
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&self.name)
+            .execute(&mut admin)
+            .await
+            .expect("end the open sessions");
+        let _ = admin.close().await;
+    }
+
     pub async fn drop_now(self) {
         if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
             let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);

@@ -4,27 +4,9 @@
 
 use std::time::Duration;
 
-use clerk_sync_testkit::{admin_url, wait_until};
-use sqlx::{Connection, PgConnection};
+use clerk_sync_testkit::wait_until;
 
 use crate::helpers::*;
-
-async fn set_read_only(database: &str, on: bool) {
-    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-    let sql = if on {
-        format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on")
-    } else {
-        format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only")
-    };
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
-    // The sessions already open keep their setting: end them, as a failover does.
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(database)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-}
 
 #[tokio::test]
 #[ignore = "runs with the fault suite (`make test-faults`)"]
@@ -36,9 +18,9 @@ async fn postgres_read_only_for_20_s_during_load() {
     let load = deliver(&history, std::slice::from_ref(&gateway.url), 16, Duration::from_secs(240));
     let inject = async {
         wait_until(Duration::from_secs(60), "load is flowing", || async { stack.processed().await >= 50 }).await;
-        set_read_only(&stack.db.name, true).await;
+        stack.db.set_read_only(true).await;
         tokio::time::sleep(Duration::from_secs(20)).await;
-        set_read_only(&stack.db.name, false).await;
+        stack.db.set_read_only(false).await;
     };
     let (stats, ()) = tokio::join!(load, inject);
     let verified = stack.verify(&history, Duration::from_secs(120)).await;

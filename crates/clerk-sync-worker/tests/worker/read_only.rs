@@ -5,31 +5,11 @@
 use std::time::Duration;
 
 use clerk_sync_core::samples::{envelope, user};
-use clerk_sync_testkit::{admin_url, wait_until};
-use sqlx::{Connection, PgConnection};
+use clerk_sync_testkit::wait_until;
 
 use crate::helpers::*;
 
 const T: i64 = 1_716_883_200_000;
-
-/// What a failover onto a standby looks like to the worker: every new session is read-only
-/// (SQLSTATE 25006 on the first write), and the sessions it had are gone.
-async fn set_read_only(env: &TestEnv, on: bool) {
-    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-    let name = &env.db.name;
-    let sql = if on {
-        format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on")
-    } else {
-        format!("ALTER DATABASE \"{name}\" RESET default_transaction_read_only")
-    };
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(name)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-}
 
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
@@ -55,7 +35,7 @@ async fn a_database_read_only_for_longer_than_the_retry_schedule_pauses_the_work
     publish_updates(&env, 0, 20).await;
     env.wait_processed(20, Duration::from_secs(20)).await;
 
-    set_read_only(&env, true).await;
+    env.db.set_read_only(true).await;
     publish_updates(&env, 20, 60).await;
     wait_until(Duration::from_secs(20), "the worker pauses on the read-only database", || async {
         env.metrics(&worker).await.contains(r#"clerk_sync_worker_consumer_state{state="paused"} 1"#)
@@ -76,7 +56,7 @@ async fn a_database_read_only_for_longer_than_the_retry_schedule_pauses_the_work
     assert!(env.dead_letters(Duration::ZERO).await.is_empty(), "a read-only database is not poison");
     assert_eq!(counter(&metrics, r#"clerk_sync_worker_events_total{outcome="retried""#), 0.0);
 
-    set_read_only(&env, false).await;
+    env.db.set_read_only(false).await;
     env.wait_processed(60, Duration::from_secs(30)).await;
     wait_until(Duration::from_secs(10), "the worker is consuming again", || async {
         env.metrics(&worker).await.contains(r#"clerk_sync_worker_consumer_state{state="consuming"} 1"#)

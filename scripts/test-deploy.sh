@@ -38,6 +38,13 @@ EXTERNAL_METRICS=(
   rabbitmq_detailed_queue_messages_ready
   rabbitmq_detailed_queue_messages_unacked
   rabbitmq_detailed_queue_consumers
+  # Served by `clerk-sync reconcile --watch` (the CLI, not a service started here); the CLI test
+  # reconcile_watch_serves_drift_metrics_and_reruns_on_schedule scrapes every one of them.
+  clerk_sync_reconcile_drift
+  clerk_sync_reconcile_repaired_total
+  clerk_sync_reconcile_requests_total
+  clerk_sync_reconcile_last_success_timestamp_seconds
+  clerk_sync_reconcile_last_run_duration_seconds
 )
 
 STEP=""

@@ -233,6 +233,6 @@ pub struct ReconcileArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h", value_name = "DURATION")]
     pub interval: Duration,
     /// Where --watch serves Prometheus metrics (GET /metrics).
-    #[arg(long, default_value = "0.0.0.0:9093", value_name = "ADDR")]
+    #[arg(long, default_value = "0.0.0.0:9095", value_name = "ADDR")]
     pub metrics_listen: String,
 }

@@ -195,6 +195,13 @@ async fn reconcile_reports_every_gap_fixes_them_while_webhooks_race_and_then_rep
         .with("CLERK_SYNC__LOG__LEVEL", "error");
     let args = ["--json", "reconcile", "--rate", "200", "--show", "3"];
 
+    // A person's view of the same report (printed for `--no-capture`).
+    let table = env.run(&args[1..]).await;
+    assert_eq!(table.status.code(), Some(1));
+    assert!(stdout(&table).contains("user_gone_0, user_gone_1, user_gone_2, …"), "{}", stdout(&table));
+    println!("$ clerk-sync reconcile\n{}{}", stdout(&table), stderr(&table));
+
+    *fake.served.lock().unwrap() = 0; // the 429s and the 502 again
     let report = env.run(&args).await;
     assert_eq!(report.status.code(), Some(1), "drift exits 1: {}", stderr(&report));
     assert!(stderr(&report).contains("--fix"), "{}", stderr(&report));
@@ -241,7 +248,7 @@ async fn reconcile_reports_every_gap_fixes_them_while_webhooks_race_and_then_rep
 
     *fake.served.lock().unwrap() = 0;
     let fix = {
-        let cmd = env.command(&["--json", "reconcile", "--fix", "--rate", "200"]);
+        let cmd = env.command(&["reconcile", "--fix", "--rate", "200", "--show", "3"]);
         tokio::task::spawn_blocking(move || {
             let mut cmd = cmd;
             cmd.stdin(std::process::Stdio::null()).output().unwrap()
@@ -290,8 +297,8 @@ async fn reconcile_reports_every_gap_fixes_them_while_webhooks_race_and_then_rep
     assert!(!fix.is_finished(), "the webhooks were applied while --fix ran (its 429s alone take 3 s)");
     let fixed = fix.await.unwrap();
     assert!(fixed.status.success(), "--fix leaves nothing: {}", stderr(&fixed));
-    let fixed: Value = serde_json::from_slice(&fixed.stdout).unwrap();
-    assert_eq!(fixed["left"], 0, "{fixed}");
+    println!("$ clerk-sync reconcile --fix\n{}{}", stdout(&fixed), stderr(&fixed));
+    assert!(stdout(&fixed).contains("nothing left"), "{}", stdout(&fixed));
     wait_until(Duration::from_secs(20), "the live webhooks are applied", || async {
         scalar::<i64>(
             &pool,
@@ -352,6 +359,9 @@ async fn reconcile_reports_every_gap_fixes_them_while_webhooks_race_and_then_rep
             .unwrap();
     assert_eq!(org, (None, true));
 
+    let table = env.run(&args[1..]).await;
+    assert!(table.status.success());
+    println!("$ clerk-sync reconcile\n{}{}", stdout(&table), stderr(&table));
     let again = env.run(&args).await;
     assert!(again.status.success(), "in sync exits 0: {}", stderr(&again));
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();

@@ -58,6 +58,8 @@ enum Command {
     Worker(Knobs),
     /// Gateway and worker together at a fixed rate: lag from svix timestamp to commit.
     E2e(Knobs),
+    /// `clerk-sync dlq replay` of 100,000 dead letters: messages per second and the CLI's peak RSS.
+    Dlq(Knobs),
     /// Verification plus parsing, and building a batch, timed in-process.
     Micro(Knobs),
     /// Memory soak: gateway and worker at half capacity for minutes, RSS sampled; writes soak.json.
@@ -180,6 +182,7 @@ async fn main() -> ExitCode {
         Command::Database(k) => bench("database", k.into(), cli).await,
         Command::Worker(k) => bench("worker", k.into(), cli).await,
         Command::E2e(k) => bench("e2e", k.into(), cli).await,
+        Command::Dlq(k) => bench("dlq", k.into(), cli).await,
         Command::Micro(k) => bench("micro", k.into(), cli).await,
         Command::Soak(a) => soak(a.into(), cli).await,
     };
@@ -259,6 +262,10 @@ async fn run_phases(b: &mut Bench, command: &str) -> anyhow::Result<()> {
         phases::e2e(b).await?;
         lap(b, "e2e");
     }
+    if all || command == "dlq" {
+        phases::dlq(b).await?;
+        lap(b, "dlq");
+    }
     Ok(())
 }
 
@@ -267,6 +274,9 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
     let needs_services = matches!(command, "all" | "gateway" | "worker" | "e2e");
     if needs_services && !cli.no_build {
         procs::build_services()?;
+    }
+    if matches!(command, "all" | "dlq") && !cli.no_build {
+        phases::build_cli()?;
     }
     let paths = Paths::discover();
     let out = cli.out.clone().unwrap_or_else(|| paths.out_dir());

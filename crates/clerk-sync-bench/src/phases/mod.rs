@@ -2,6 +2,7 @@
 //! table rows and JSON details, and the ceilings measured earlier in the same run (so each figure
 //! is printed next to its own ceiling).
 
+mod dlq;
 mod e2e;
 mod gateway;
 mod soak;
@@ -21,6 +22,7 @@ use crate::procs::Paths;
 use crate::report::{Row, Target};
 use crate::workload::{self, Workload};
 
+pub use dlq::{build_cli, dlq};
 pub use e2e::e2e;
 pub use gateway::broker_and_gateway;
 pub use soak::{SoakOptions, soak};

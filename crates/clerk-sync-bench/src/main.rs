@@ -104,6 +104,10 @@ struct Knobs {
     /// Channel counts the broker ceiling tries at each concurrency (the best is the ceiling).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
     ceiling_channels: Vec<usize>,
+    /// Tuning: also run one gateway per publisher channel count at 64 connections, each round
+    /// after the same ceiling (e.g. 1,2,4,8).
+    #[arg(long, value_delimiter = ',')]
+    gateway_channels: Vec<usize>,
 }
 
 impl From<Knobs> for Options {
@@ -121,6 +125,7 @@ impl From<Knobs> for Options {
             ceilings: !k.no_ceiling,
             rounds: k.rounds.max(1),
             ceiling_channels: k.ceiling_channels.into_iter().map(|n| n.max(1)).collect(),
+            gateway_channels: k.gateway_channels.into_iter().map(|n| n.max(1)).collect(),
         }
     }
 }

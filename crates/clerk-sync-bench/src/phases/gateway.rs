@@ -26,7 +26,7 @@ use crate::report::{Row, Target};
 use crate::{broker, cpu};
 
 /// Concurrency at which the issue sets the gateway-to-broker target.
-const TARGET_CONCURRENCY: usize = 64;
+pub(super) const TARGET_CONCURRENCY: usize = 64;
 /// The open-loop rate at which the issue sets the p99 target.
 const TARGET_RATE: f64 = 5_000.0;
 /// What the gateway answers a request whose signature it cannot verify.
@@ -40,7 +40,12 @@ fn latency_note(r: &LoadReport) -> String {
 }
 
 pub async fn spawn_gateway(b: &Bench) -> anyhow::Result<(Service, Url)> {
-    let mut gw = Service::gateway(&b.paths, &b.env, &[])?;
+    spawn_gateway_with(b, &[]).await
+}
+
+/// A gateway with some settings overridden (`CLERK_SYNC__...` variables).
+pub async fn spawn_gateway_with(b: &Bench, vars: &[(&str, &str)]) -> anyhow::Result<(Service, Url)> {
+    let mut gw = Service::gateway(&b.paths, &b.env, vars)?;
     gw.wait_ready(Duration::from_secs(30)).await?;
     let url = format!("http://127.0.0.1:{}/webhooks/clerk", gw.port.unwrap_or_default());
     Ok((gw, Url::parse(&url).await?))
@@ -128,7 +133,7 @@ fn ratio_bound(ceiling_us: f64, floor_us: f64) -> f64 {
 }
 
 /// The run of median throughput (the lower middle one for an even count).
-fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::PerMessage)> {
+pub(super) fn median(runs: &[(LoadReport, cpu::PerMessage)]) -> Option<&(LoadReport, cpu::PerMessage)> {
     let mut sorted: Vec<_> = runs.iter().collect();
     sorted.sort_by(|a, b| a.0.throughput.total_cmp(&b.0.throughput));
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
@@ -169,7 +174,7 @@ fn channels_note(channels: usize, search: Option<&ChannelSearch>) -> String {
 
 /// Runs one load point and charges the CPU `watch` saw meanwhile to every message `counted` (warm-up
 /// included, since the CPU of the warm-up is counted too).
-async fn charging_cpu(
+pub(super) async fn charging_cpu(
     watch: &cpu::Watch,
     point: impl Future<Output = anyhow::Result<LoadReport>>,
     counted: fn(&LoadReport) -> u64,
@@ -194,13 +199,16 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     // The processes do not change during the phase: find them once.
     let ceiling_watch = cpu::Watch::new("publisher", &[]);
     let gateway_watch = gateway.as_ref().map(|(gw, _)| cpu::Watch::new("load generator", &[("gateway", gw.pid())]));
-    let mut ceiling_machine_us = None;
+    let (mut ceiling_machine_us, mut target_ceiling_channels) = (None, None);
     for c in b.opts.concurrency.clone() {
         let rounds = if c == TARGET_CONCURRENCY && with_broker && with_gateway { b.opts.rounds } else { 1 };
         let (channels, search) =
             if with_broker { ceiling_channels(b, corpus.clone(), c).await? } else { (gateway_channels, None) };
         if c == b.opts.open_connections && search.is_some() {
             open_loop_channels = channels;
+        }
+        if c == TARGET_CONCURRENCY && with_broker {
+            target_ceiling_channels = Some(channels);
         }
         let (mut brokers, mut gateways) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
@@ -286,6 +294,10 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
     {
         b.purge().await?;
         http_floor(b, url, watch, ceiling_machine_us).await?;
+    }
+    if let Some(channels) = target_ceiling_channels.filter(|_| with_gateway && !b.opts.gateway_channels.is_empty()) {
+        let counts = b.opts.gateway_channels.clone();
+        super::tuning::gateway_channels(b, &counts, channels).await?;
     }
     if let Some((mut gw, url)) = gateway {
         let connections = b.opts.open_connections;

@@ -6,6 +6,7 @@ mod dlq;
 mod e2e;
 mod gateway;
 mod soak;
+mod tuning;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub struct Options {
     pub rounds: usize,
     /// Channel counts the broker ceiling tries at each closed-loop point; the best one is used.
     pub ceiling_channels: Vec<usize>,
+    /// Publisher channel counts to run the gateway with too, against the same ceiling (tuning).
+    pub gateway_channels: Vec<usize>,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             ceilings: true,
             rounds: 3,
             ceiling_channels: vec![1, 2, 4, 8, 16],
+            gateway_channels: Vec::new(),
         }
     }
 }

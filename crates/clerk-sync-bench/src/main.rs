@@ -58,6 +58,8 @@ enum Command {
     Worker(Knobs),
     /// Gateway and worker together at a fixed rate: lag from svix timestamp to commit.
     E2e(Knobs),
+    /// `clerk-sync dlq replay` of 100,000 dead letters: messages per second and the CLI's peak RSS.
+    Dlq(Knobs),
     /// `clerk-sync reconcile --fix` of 100,000 users and 10,000 organizations with 1% drift: time, requests, peak RSS.
     Reconcile(Knobs),
     /// Verification plus parsing, and building a batch, timed in-process.
@@ -104,6 +106,10 @@ struct Knobs {
     /// Channel counts the broker ceiling tries at each concurrency (the best is the ceiling).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
     ceiling_channels: Vec<usize>,
+    /// Tuning: also run one gateway per publisher channel count at 64 connections, each round
+    /// after the same ceiling (e.g. 1,2,4,8).
+    #[arg(long, value_delimiter = ',')]
+    gateway_channels: Vec<usize>,
 }
 
 impl From<Knobs> for Options {
@@ -121,6 +127,7 @@ impl From<Knobs> for Options {
             ceilings: !k.no_ceiling,
             rounds: k.rounds.max(1),
             ceiling_channels: k.ceiling_channels.into_iter().map(|n| n.max(1)).collect(),
+            gateway_channels: k.gateway_channels.into_iter().map(|n| n.max(1)).collect(),
         }
     }
 }
@@ -182,6 +189,7 @@ async fn main() -> ExitCode {
         Command::Database(k) => bench("database", k.into(), cli).await,
         Command::Worker(k) => bench("worker", k.into(), cli).await,
         Command::E2e(k) => bench("e2e", k.into(), cli).await,
+        Command::Dlq(k) => bench("dlq", k.into(), cli).await,
         Command::Reconcile(k) => bench("reconcile", k.into(), cli).await,
         Command::Micro(k) => bench("micro", k.into(), cli).await,
         Command::Soak(a) => soak(a.into(), cli).await,
@@ -262,6 +270,10 @@ async fn run_phases(b: &mut Bench, command: &str) -> anyhow::Result<()> {
         phases::e2e(b).await?;
         lap(b, "e2e");
     }
+    if all || command == "dlq" {
+        phases::dlq(b).await?;
+        lap(b, "dlq");
+    }
     if all || command == "reconcile" {
         phases::reconcile(b).await?;
         lap(b, "reconcile");
@@ -274,6 +286,9 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
     let needs_services = matches!(command, "all" | "gateway" | "worker" | "e2e");
     if needs_services && !cli.no_build {
         procs::build_services()?;
+    }
+    if matches!(command, "all" | "dlq") && !cli.no_build {
+        phases::build_cli()?;
     }
     let paths = Paths::discover();
     let out = cli.out.clone().unwrap_or_else(|| paths.out_dir());

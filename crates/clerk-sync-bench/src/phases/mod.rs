@@ -2,10 +2,12 @@
 //! table rows and JSON details, and the ceilings measured earlier in the same run (so each figure
 //! is printed next to its own ceiling).
 
+mod dlq;
 mod e2e;
 mod gateway;
 mod reconcile;
 mod soak;
+mod tuning;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use crate::procs::Paths;
 use crate::report::{Row, Target};
 use crate::workload::{self, Workload};
 
+pub use dlq::{build_cli, dlq};
 pub use e2e::e2e;
 pub use gateway::broker_and_gateway;
 pub use reconcile::reconcile;
@@ -49,6 +52,8 @@ pub struct Options {
     pub rounds: usize,
     /// Channel counts the broker ceiling tries at each closed-loop point; the best one is used.
     pub ceiling_channels: Vec<usize>,
+    /// Publisher channel counts to run the gateway with too, against the same ceiling (tuning).
+    pub gateway_channels: Vec<usize>,
 }
 
 impl Default for Options {
@@ -66,6 +71,7 @@ impl Default for Options {
             ceilings: true,
             rounds: 3,
             ceiling_channels: vec![1, 2, 4, 8, 16],
+            gateway_channels: Vec::new(),
         }
     }
 }

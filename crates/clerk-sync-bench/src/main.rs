@@ -287,7 +287,7 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
     if needs_services && !cli.no_build {
         procs::build_services()?;
     }
-    if matches!(command, "all" | "dlq") && !cli.no_build {
+    if matches!(command, "all" | "dlq" | "reconcile") && !cli.no_build {
         phases::build_cli()?;
     }
     let paths = Paths::discover();

@@ -60,6 +60,8 @@ export const users = clerk.table(
     /** Tiebreak of clerk-sync's version order (envelope time, svix-id); not for applications. */
     versionAt: ts("version_at"),
     versionSvixId: text("version_svix_id"),
+    /** `reconcile` when `clerk-sync reconcile` made the tombstone; NULL when Clerk's deletion event did. */
+    deletedBy: text("deleted_by"),
     /** The external id a `user.deleted` named: it stays the final `externalId`. */
     deletedExternalId: text("deleted_external_id"),
   },
@@ -92,6 +94,8 @@ export const organizations = clerk.table(
     /** Tiebreak of clerk-sync's version order (envelope time, svix-id); not for applications. */
     versionAt: ts("version_at"),
     versionSvixId: text("version_svix_id"),
+    /** `reconcile` when `clerk-sync reconcile` made the tombstone; NULL when Clerk's deletion event did. */
+    deletedBy: text("deleted_by"),
     /** The stored version came from a copy nested in a membership event. */
     nested: boolean("nested").notNull().default(false),
   },
@@ -120,6 +124,8 @@ export const organizationMemberships = clerk.table(
     /** Tiebreak of clerk-sync's version order (envelope time, svix-id); not for applications. */
     versionAt: ts("version_at"),
     versionSvixId: text("version_svix_id"),
+    /** `reconcile` when `clerk-sync reconcile` made the tombstone; NULL when Clerk's deletion event did. */
+    deletedBy: text("deleted_by"),
   },
   (t) => [
     index("organization_memberships_user_id_idx").on(t.userId),

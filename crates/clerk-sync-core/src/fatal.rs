@@ -12,15 +12,26 @@ pub fn sentence(error: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in error.chain() {
         let text = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-        if text.is_empty() || out.contains(&text) {
+        let text = without_server_line(&text);
+        if text.is_empty() || out.contains(text) {
             continue;
         }
         if !out.is_empty() {
             out.push_str(": ");
         }
-        out.push_str(&text);
+        out.push_str(text);
     }
     out
+}
+
+/// Drops the " at line N" that sqlx appends to a Postgres error: the line of the server's C source
+/// that raised it, which means nothing to the person reading. (This crate does not link sqlx: the
+/// gateway must not; the suffix is recognised as text.)
+fn without_server_line(text: &str) -> &str {
+    match text.rsplit_once(" at line ") {
+        Some((head, line)) if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => text,
+    }
 }
 
 /// For a service: logs `error` as `what` (the log is what operators search), prints it to stderr
@@ -49,5 +60,9 @@ mod tests {
         assert_eq!(sentence(&e), "error returned from database: database \"x\" does not exist");
         let e = anyhow::anyhow!("connection refused\n(os error 111)").context("cannot connect to 127.0.0.1:1");
         assert_eq!(sentence(&e), "cannot connect to 127.0.0.1:1: connection refused (os error 111)");
+        let e = anyhow::anyhow!("error returned from database: column \"x\" does not exist at line 2521");
+        assert_eq!(sentence(&e), "error returned from database: column \"x\" does not exist");
+        let e = anyhow::anyhow!("expected value at line 1 column 2");
+        assert_eq!(sentence(&e), "expected value at line 1 column 2", "only a bare trailing line number goes");
     }
 }

@@ -68,6 +68,32 @@ impl Kind {
         }
     }
 
+    /// Of the ids `$1`, those alive now (read before a repair, to mark what it tombstones).
+    pub fn alive_ids_sql(self) -> &'static str {
+        match self {
+            Self::Users => "SELECT id FROM clerk.users WHERE id = ANY($1) AND deleted_at IS NULL",
+            Self::Organizations => "SELECT id FROM clerk.organizations WHERE id = ANY($1) AND deleted_at IS NULL",
+            Self::Memberships => {
+                "SELECT id FROM clerk.organization_memberships WHERE id = ANY($1) AND deleted_at IS NULL"
+            }
+        }
+    }
+
+    /// Marks the tombstones this run made (`$1`: the ids that were alive before it).
+    pub fn mark_deleted_sql(self) -> &'static str {
+        match self {
+            Self::Users => {
+                "UPDATE clerk.users SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL"
+            }
+            Self::Organizations => {
+                "UPDATE clerk.organizations SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL"
+            }
+            Self::Memberships => {
+                "UPDATE clerk.organization_memberships SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL"
+            }
+        }
+    }
+
     pub fn upsert_event(self) -> &'static str {
         match self {
             Self::Users => "user.updated",

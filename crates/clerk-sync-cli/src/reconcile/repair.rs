@@ -5,7 +5,9 @@
 //! Each repair is recorded in `clerk.webhook_events` under a synthetic svix-id that says the
 //! reconcile did it: `reconcile:<kind>:<id>:<updated_at>` for a missing or stale object (written
 //! with Clerk's version), `reconcile:<kind>:<id>:gone` / `:orphaned` for a tombstone, dated at the
-//! time of the reconcile (no envelope time, so the received time, now).
+//! time of the reconcile (no envelope time, so the received time, now). The tombstone itself says
+//! so too: `deleted_by = 'reconcile'` (migration 6), set in the same transaction; a tombstone a
+//! webhook made keeps it NULL.
 
 use clerk_sync_worker::db::{self, Incoming, Outcome};
 use clerk_sync_worker::event::{self, ParsedEvent};
@@ -19,11 +21,13 @@ pub struct Repair {
     svix_id: String,
     event: ParsedEvent,
     gap: Gap,
+    /// The object a deletion tombstones, with its kind.
+    deletes: Option<(Kind, String)>,
 }
 
 /// Writes Clerk's current version of an object that is missing or stale here.
 pub fn upsert(kind: Kind, id: &str, updated_at: i64, event: ParsedEvent, gap: Gap) -> Repair {
-    Repair { svix_id: format!("reconcile:{}:{id}:{updated_at}", kind.name()), event, gap }
+    Repair { svix_id: format!("reconcile:{}:{id}:{updated_at}", kind.name()), event, gap, deletes: None }
 }
 
 /// Tombstones an object Clerk no longer has. A membership's deletion carries the membership as
@@ -39,7 +43,8 @@ pub fn deletion(kind: Kind, id: &str, raw: Option<String>, gap: Gap) -> anyhow::
     let data = serde_json::value::RawValue::from_string(data)?;
     let event = event::parse_object(kind.delete_event(), data)
         .map_err(|e| anyhow::anyhow!("cannot build the deletion of {} {id}: {e}", kind.name()))?;
-    Ok(Repair { svix_id: format!("reconcile:{}:{id}:{}", kind.name(), gap.name()), event, gap })
+    let svix_id = format!("reconcile:{}:{id}:{}", kind.name(), gap.name());
+    Ok(Repair { svix_id, event, gap, deletes: Some((kind, id.to_owned())) })
 }
 
 /// Applies `repairs` in one transaction and counts what the guard let through.
@@ -51,7 +56,25 @@ pub async fn apply(pool: &PgPool, repairs: Vec<Repair>, report: &mut KindReport)
     let incoming: Vec<Incoming<'_>> =
         repairs.iter().map(|r| Incoming { svix_id: &r.svix_id, event: &r.event, received_at_ms: now }).collect();
     let mut tx = pool.begin().await?;
+    // The rows these deletions will tombstone, read first: a row a webhook already deleted is not
+    // marked as the reconcile's (one deleted by a webhook between this read and the write would be).
+    let mut alive = Vec::new();
+    for kind in [Kind::Users, Kind::Organizations, Kind::Memberships] {
+        let ids: Vec<&str> = repairs
+            .iter()
+            .filter_map(|r| r.deletes.as_ref())
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        if !ids.is_empty() {
+            let found: Vec<String> = sqlx::query_scalar(kind.alive_ids_sql()).bind(&ids).fetch_all(&mut *tx).await?;
+            alive.push((kind, found));
+        }
+    }
     let outcomes = db::apply_batch(&mut tx, &incoming).await?;
+    for (kind, ids) in &alive {
+        sqlx::query(kind.mark_deleted_sql()).bind(ids).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     for (repair, outcome) in repairs.iter().zip(outcomes) {
         match outcome {

@@ -334,6 +334,28 @@ async fn reconcile_reports_every_gap_fixes_them_while_webhooks_race_and_then_rep
     .await
     .unwrap();
     assert_eq!(tombstone, (None, None, true), "dated at the reconcile, no personal data");
+    let deleted_by = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT deleted_by FROM clerk.users WHERE id = $1 UNION ALL
+                 SELECT deleted_by FROM clerk.organizations WHERE id = $1 UNION ALL
+                 SELECT deleted_by FROM clerk.organization_memberships WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for id in ["user_gone_2", "org_gone", "orgmem_gone", "orgmem_orphan"] {
+        assert_eq!(
+            deleted_by(id).await.as_deref(),
+            Some("reconcile"),
+            "{id}: the tombstone says the reconcile made it"
+        );
+    }
+    assert_eq!(deleted_by("user_0007").await, None, "a webhook's deletion is not the reconcile's");
     let recorded: Vec<String> =
         sqlx::query_scalar("SELECT svix_id FROM clerk.webhook_events WHERE svix_id LIKE 'reconcile:%:gone' OR svix_id LIKE 'reconcile:%:orphaned' ORDER BY 1")
             .fetch_all(&pool)

@@ -288,7 +288,7 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
         procs::build_services()?;
     }
     if matches!(command, "all" | "dlq" | "reconcile") && !cli.no_build {
-        phases::build_cli()?;
+        procs::build_cli()?;
     }
     let paths = Paths::discover();
     let out = cli.out.clone().unwrap_or_else(|| paths.out_dir());

@@ -54,10 +54,21 @@ const CARGO_RUN_VARS: &[&str] =
 /// `cargo build --release --bins` for the two services (a no-op when they are up to date), so the
 /// bench never measures stale binaries. `make bench` only builds the bench itself.
 pub fn build_services() -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("building the release binaries of clerk-sync-gateway and clerk-sync-worker ...");
+    cargo_build_release(&["--bins", "-p", "clerk-sync-gateway", "-p", "clerk-sync-worker"])
+}
+
+/// `cargo build --release --bin clerk-sync` (a no-op when it is up to date), for the phases that
+/// run the CLI.
+pub fn build_cli() -> anyhow::Result<()> {
+    eprintln!("building the release binary of clerk-sync (the CLI) ...");
+    cargo_build_release(&["--bin", "clerk-sync", "-p", "clerk-sync-cli"])
+}
+
+fn cargo_build_release(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--bins", "-p", "clerk-sync-gateway", "-p", "clerk-sync-worker"]);
+    cmd.args(["build", "--release"]).args(args);
     // `cargo run` gives us its package's CARGO_MANIFEST_DIR, CARGO_PKG_*, ...; ring's build script
     // tracks CARGO_MANIFEST_DIR, so passing them on would rebuild the whole TLS stack (minutes on
     // two cores) here, and again at the next plain `cargo build`.
@@ -68,8 +79,36 @@ pub fn build_services() -> anyhow::Result<()> {
         }
     }
     let status = cmd.current_dir(workspace_root()).status().context("running cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build --release failed");
+    anyhow::ensure!(status.success(), "cargo build --release {} failed", args.join(" "));
     Ok(())
+}
+
+/// How often a child's `VmHWM` is read while it runs.
+const SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
+/// Waits for `child`, reading its peak RSS from /proc every 5 ms (the last reading before exit
+/// is the process's peak). Returns its exit status, or `None` if it was killed at `timeout`, and
+/// the peak in KiB.
+pub async fn wait_sampling_peak(
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<(Option<std::process::ExitStatus>, u64)> {
+    let (pid, started) = (child.id(), Instant::now());
+    let mut peak_kib = 0;
+    loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((Some(status), peak_kib));
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok((None, peak_kib));
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
 }
 
 pub struct Service {

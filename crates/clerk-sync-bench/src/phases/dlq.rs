@@ -33,32 +33,6 @@ const FILL_WINDOW: usize = 2_048;
 /// Longest the replay may take; a slower one is stopped (safe at any point) and judged on what it
 /// moved by then (the CLI before streaming would have needed about half an hour).
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(600);
-/// How often the CLI's `VmHWM` is read while it runs.
-const SAMPLE_EVERY: Duration = Duration::from_millis(5);
-
-/// What `cargo run` sets for the program it runs; passing it on to a nested `cargo build` would
-/// rebuild the TLS stack (see `procs::build_services`, which builds the two services this way).
-const CARGO_RUN_VARS: &[&str] =
-    &["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"];
-
-/// `cargo build --release --bin clerk-sync` (a no-op when it is up to date).
-pub fn build_cli() -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("building the release binary of clerk-sync (the CLI) ...");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--bin", "clerk-sync", "-p", "clerk-sync-cli"]);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if CARGO_RUN_VARS.iter().any(|v| key == *v) || key.starts_with("CARGO_PKG_") {
-            cmd.env_remove(key.as_ref());
-        }
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = cmd.current_dir(root).status().context("running cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build --release -p clerk-sync-cli failed");
-    Ok(())
-}
-
 fn letters() -> usize {
     std::env::var("CLERK_SYNC_BENCH_DLQ_LETTERS").ok().and_then(|v| v.parse().ok()).unwrap_or(LETTERS)
 }
@@ -137,23 +111,11 @@ async fn replay(b: &Bench) -> anyhow::Result<Replay> {
     cmd.stdin(Stdio::null()).stdout(std::fs::File::create(&out_path)?).stderr(log);
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
-    let pid = child.id();
-    let mut peak_kib = 0;
-    let status = loop {
-        if let Some(kib) = procs::peak_rss_kib(pid) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > REPLAY_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(Replay { seconds: started.elapsed().as_secs_f64(), peak_kib, moved: None });
-        }
-        tokio::time::sleep(SAMPLE_EVERY).await;
-    };
+    let (status, peak_kib) = procs::wait_sampling_peak(&mut child, REPLAY_TIMEOUT).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let Some(status) = status else {
+        return Ok(Replay { seconds, peak_kib, moved: None });
+    };
     anyhow::ensure!(status.success(), "the replay failed ({status}); see target/bench/logs/dlq-replay.log");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path)?).unwrap_or_default();
     Ok(Replay { seconds, peak_kib, moved: Some(summary["moved"].as_u64().unwrap_or(0)) })

@@ -24,7 +24,7 @@ use crate::procs::Paths;
 use crate::report::{Row, Target};
 use crate::workload::{self, Workload};
 
-pub use dlq::{build_cli, dlq};
+pub use dlq::dlq;
 pub use e2e::e2e;
 pub use gateway::broker_and_gateway;
 pub use reconcile::reconcile;

@@ -129,6 +129,9 @@ struct Run {
     code: Option<i32>,
 }
 
+/// Longest one reconcile run may take before the bench stops it (it takes seconds).
+const CLI_TIMEOUT: Duration = Duration::from_secs(600);
+
 async fn run_cli(b: &Bench, api_url: &str, fix: bool) -> anyhow::Result<Run> {
     let exe = b.paths.binary("clerk-sync");
     anyhow::ensure!(exe.is_file(), "{} is missing: run `cargo build --release -p clerk-sync-cli`", exe.display());
@@ -157,19 +160,9 @@ async fn run_cli(b: &Bench, api_url: &str, fix: bool) -> anyhow::Result<Run> {
         .stderr(std::fs::File::create(logs.join(format!("{name}.log")))?);
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
-    let pid = child.id();
-    let mut peak_kib = 0;
-    let status = loop {
-        if let Some(kib) = procs::peak_rss_kib(pid) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let (status, peak_kib) = procs::wait_sampling_peak(&mut child, CLI_TIMEOUT).await?;
     let report = serde_json::from_slice(&std::fs::read(&out_path)?).unwrap_or_default();
-    Ok(Run { seconds: started.elapsed().as_secs_f64(), peak_kib, report, code: status.code() })
+    Ok(Run { seconds: started.elapsed().as_secs_f64(), peak_kib, report, code: status.and_then(|s| s.code()) })
 }
 
 pub async fn reconcile(b: &mut Bench) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use clerk_sync_core::samples;
 use clerk_sync_testkit::TestDatabase;
 use clerk_sync_worker::db::{self, Incoming};
@@ -62,16 +62,7 @@ async fn list(req: HttpRequest, fake: web::Data<FakeClerk>) -> HttpResponse {
 }
 
 async fn start_fake(fake: web::Data<FakeClerk>) -> (String, actix_web::dev::ServerHandle) {
-    let server = HttpServer::new(move || App::new().app_data(fake.clone()).default_service(web::get().to(list)))
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (format!("http://{addr}"), handle)
+    serve_fake(fake, list).await
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {

@@ -192,3 +192,26 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Serves `handler` for every GET on a free loopback port with `data` as its app data: a local
+/// fake of Clerk's Backend API. Returns its base URL and the handle that stops it.
+pub async fn serve_fake<T, F, Args>(data: actix_web::web::Data<T>, handler: F) -> (String, actix_web::dev::ServerHandle)
+where
+    T: Send + Sync + 'static,
+    F: actix_web::Handler<Args> + Send,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(data.clone()).default_service(actix_web::web::get().to(handler.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://{addr}"), handle)
+}

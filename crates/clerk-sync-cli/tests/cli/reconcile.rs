@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use clerk_sync_core::samples;
 use clerk_sync_core::settings::{Settings, Sources};
 use clerk_sync_testkit::{TestDatabase, amqp_url, wait_until};
@@ -87,16 +87,7 @@ async fn api(req: HttpRequest, fake: web::Data<FakeClerk>) -> HttpResponse {
 }
 
 async fn start_fake(fake: web::Data<FakeClerk>) -> (String, actix_web::dev::ServerHandle) {
-    let server = HttpServer::new(move || App::new().app_data(fake.clone()).default_service(web::get().to(api)))
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (format!("http://{addr}"), handle)
+    serve_fake(fake, api).await
 }
 
 fn user(i: usize, updated_at: i64) -> Value {

@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 export SQLX_OFFLINE := true
 
-.PHONY: help services run test test-faults test-deploy test-integrations lint build bench bench-soak migrate up down image
+.PHONY: help services run test test-faults test-deploy test-integrations lint build bench bench-soak migrate up down image \
+	cluster-up cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -23,6 +24,12 @@ test: services ## fmt check, clippy -D warnings, and every test against the loca
 
 test-faults: services ## the fault suite (restarts RabbitMQ and Postgres under load; serial; CI runs it after make test)
 	@scripts/test-faults.sh
+
+cluster-up: ## a three-node RabbitMQ 4.0 cluster on 127.0.0.1:5681-5683 (chrooted Debian 13 root, cached in /var/cache/clerk-sync)
+	@scripts/cluster.sh up
+
+cluster-down: ## stop the RabbitMQ 4.0 cluster and delete its state
+	@scripts/cluster.sh down
 
 test-deploy: ## validate deploy/ and docker-compose.yml offline (installs promtool and validators if missing)
 	@scripts/test-deploy.sh

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clerk_sync_core::amqp::Topology;
 use clerk_sync_core::settings::{Requirement, Settings};
+use clerk_sync_core::telemetry::Sink;
 
 use cli::{Cli, Command, DlqCommand};
 use output::Output;
@@ -36,6 +37,8 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
+    // stdout is the command's output (tables, `--json`); logs must not mix into it.
+    clerk_sync_core::telemetry::init(&settings.log, Sink::Stderr);
     let out = Output { json: cli.json };
     match run(&settings, command, out).await {
         Ok(()) => ExitCode::SUCCESS,

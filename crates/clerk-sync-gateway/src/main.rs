@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clerk_sync_core::settings::{Requirement, cli::ConfigArgs};
+use clerk_sync_core::telemetry::Sink;
 use clerk_sync_gateway::Application;
 
 #[derive(Parser)]
@@ -23,6 +24,7 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
+    clerk_sync_core::telemetry::init(&settings.log, Sink::Stdout);
     let result = async {
         let app = Application::build(&settings).await?;
         app.run_until_stopped().await

@@ -133,7 +133,7 @@ impl Application {
         tracing::info!(port = self.port, admin_port = self.admin_port, "gateway listening");
 
         let early_exit = tokio::select! {
-            () = shutdown_signal() => None,
+            () = clerk_sync_core::shutdown::signal() => None,
             () = self.shutdown.cancelled() => None,
             r = &mut server => Some(r),
         };
@@ -152,27 +152,5 @@ impl Application {
             Some(Err(e)) => Err(e).context("the HTTP server task panicked"),
             _ => Ok(()),
         }
-    }
-}
-
-/// Resolves on SIGTERM (what Kubernetes and docker send) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

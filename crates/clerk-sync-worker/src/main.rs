@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use clerk_sync_core::settings::cli::ConfigArgs;
+use clerk_sync_core::telemetry::Sink;
 use clerk_sync_worker::{Application, db};
 
 #[derive(Parser)]
@@ -37,6 +38,7 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
+    clerk_sync_core::telemetry::init(&settings.log, Sink::Stdout);
     let result = match args.command.unwrap_or(Command::Run) {
         Command::Run => {
             async {

@@ -38,7 +38,7 @@ pub struct Application {
 /// the database, or before `migrate` ran, waits (unready) instead of crash-looping. One log line
 /// per change of what it waits for.
 async fn wait_for_schema(pool: &PgPool, health: &DbHealth) -> anyhow::Result<()> {
-    let mut wait = backoff::ExponentialBackoff { max_elapsed_time: None, ..Default::default() };
+    let mut wait = clerk_sync_core::backoff::exponential(Duration::from_millis(500), Duration::from_secs(60));
     loop {
         match db::check_schema(pool).await {
             Ok(()) => {
@@ -129,7 +129,7 @@ impl Application {
         let admin = tokio::spawn(self.admin);
         let schema = tokio::select! {
             r = wait_for_schema(&self.processor.pool, &self.processor.health) => Some(r),
-            () = shutdown_signal() => None,
+            () = clerk_sync_core::shutdown::signal() => None,
             () = self.shutdown.cancelled() => None,
         };
         if !matches!(schema, Some(Ok(()))) {
@@ -152,7 +152,7 @@ impl Application {
         tracing::info!(admin_port = self.admin_port, "worker running");
 
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = clerk_sync_core::shutdown::signal() => {}
             () = self.shutdown.cancelled() => {}
             _ = &mut consumer => {}
         }
@@ -221,21 +221,5 @@ pub async fn prune_events(pool: &PgPool, retention: Duration) -> Result<u64, sql
         if deleted < 10_000 {
             return Ok(total);
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
     }
 }

@@ -147,11 +147,7 @@ impl ClerkApi {
 
     /// A GET with retries; `None` for a 404 when `not_found_ok`.
     async fn get(&self, url: &str, not_found_ok: bool) -> anyhow::Result<Option<Vec<u8>>> {
-        let mut wait = backoff::ExponentialBackoff {
-            initial_interval: Duration::from_millis(500),
-            max_elapsed_time: None,
-            ..Default::default()
-        };
+        let mut wait = clerk_sync_core::backoff::exponential(Duration::from_millis(500), Duration::from_secs(60));
         let mut attempt = 0;
         loop {
             attempt += 1;

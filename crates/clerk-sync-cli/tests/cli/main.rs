@@ -5,5 +5,6 @@ mod backfill;
 mod check_config;
 mod dlq;
 mod helpers;
+mod logging;
 mod migrate_and_send;
 mod reconcile;

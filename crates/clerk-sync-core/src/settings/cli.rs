@@ -16,8 +16,9 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    /// Loads and validates the configuration and starts logging. `Err` carries the exit code:
-    /// success after `--check-config`, 2 (with every problem on stderr) when invalid.
+    /// Loads and validates the configuration; logging is the caller's to start (with
+    /// [`crate::telemetry::init`]). `Err` carries the exit code: success after `--check-config`,
+    /// 2 (with every problem on stderr) when invalid.
     pub fn load(&self, requirements: &[Requirement]) -> Result<Settings, ExitCode> {
         let sources = Sources::from_process(self.config.clone());
         match Settings::load(&sources, requirements) {
@@ -26,10 +27,7 @@ impl ConfigArgs {
                 eprintln!("configuration is valid");
                 Err(ExitCode::SUCCESS)
             }
-            Ok(settings) => {
-                crate::telemetry::init(&settings.log);
-                Ok(settings)
-            }
+            Ok(settings) => Ok(settings),
             Err(e) => {
                 eprint!("{e}");
                 Err(ExitCode::from(2))

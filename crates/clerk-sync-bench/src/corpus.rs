@@ -274,7 +274,7 @@ mod tests {
             let body = t.render(1_716_883_200_000);
             let head = clerk_sync_core::envelope::parse_head(&body).unwrap();
             assert_eq!(head.event_type, t.event_type);
-            clerk_sync_worker::event::parse(&body).unwrap();
+            clerk_sync_store::event::parse("msg_corpus", 0, &body).unwrap();
         }
     }
 }

@@ -92,7 +92,7 @@ impl BenchEnv {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{}\"", env.db_name))).execute(&mut admin).await?;
         let _ = admin.close().await;
         let pool = env.pool(2).await?;
-        clerk_sync_worker::db::migrate(&pool).await.context("migrating the bench database")?;
+        clerk_sync_store::db::migrate(&pool).await.context("migrating the bench database")?;
         pool.close().await;
         Ok(env)
     }

@@ -19,5 +19,4 @@ pub mod micro;
 pub mod phases;
 pub mod procs;
 pub mod report;
-pub mod rows;
 pub mod workload;

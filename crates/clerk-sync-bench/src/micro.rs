@@ -3,14 +3,17 @@
 //! table carries the figure without a second build profile:
 //! - the gateway's per-request work: Svix signature verification plus envelope parsing of a 2 KB
 //!   event (`Verifier::verify` + `envelope::parse_head`, as `routes/webhook.rs` calls them);
-//! - building a batch: `clerk_sync_worker::event::parse` of 128 messages plus their column vectors.
+//! - building a batch: the worker's own code for 128 messages, minus SQL: `event::parse`, the
+//!   store's plan builder (`Plan::build`) and the `jsonb` arguments it sends (`Rows`, serialized).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use clerk_sync_core::envelope;
 use clerk_sync_core::signing::{self, Verifier};
-use clerk_sync_worker::event::ParsedEvent;
+use clerk_sync_store::db::plan::Plan;
+use clerk_sync_store::db::resources::Rows;
+use clerk_sync_store::event::{self, Event};
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -54,12 +57,18 @@ impl VerifyFixture {
     }
 }
 
-/// Parses `messages` and builds their columns: the worker's CPU work per batch, minus SQL.
+/// Parses `messages`, plans them and serializes the plan's rows: the worker's CPU work per batch,
+/// minus SQL. Returns the bytes sent.
 pub fn build_batch(messages: &[Message]) -> usize {
-    let parsed: Vec<ParsedEvent> =
-        messages.iter().filter_map(|m| clerk_sync_worker::event::parse(black_box(&m.body)).ok()).collect();
-    let received: Vec<i64> = messages.iter().map(|m| m.received_at_ms).collect();
-    crate::rows::build(&parsed, &received).rows()
+    let parsed: Vec<Event> =
+        messages.iter().filter_map(|m| event::parse(&m.svix_id, m.received_at_ms, black_box(&m.body)).ok()).collect();
+    let batch: Vec<&Event> = parsed.iter().collect();
+    let plan = Plan::build(&batch, &vec![true; batch.len()]);
+    let rows = Rows::of(&plan);
+    [serde_json::to_vec(&rows.organizations), serde_json::to_vec(&rows.users), serde_json::to_vec(&rows.memberships)]
+        .into_iter()
+        .map(|json| json.map_or(0, |j| j.len()))
+        .sum()
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -199,7 +199,7 @@ mod tests {
         assert!(updates / w.shape.users as f64 >= 4.0, "several updates per user");
         assert!(w.shape.by_type["user.deleted"] > 0 && w.shape.duplicates > 0);
         for m in w.messages.iter().step_by(97) {
-            clerk_sync_worker::event::parse(&m.body).unwrap();
+            clerk_sync_store::event::parse(&m.svix_id, m.received_at_ms, &m.body).unwrap();
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the pending migrations (the worker's `migrate` does the same; both use `db::setup`).
 
 use clerk_sync_core::settings::Settings;
-use clerk_sync_worker::db;
+use clerk_sync_store::db;
 
 use crate::output::{self, Output};
 

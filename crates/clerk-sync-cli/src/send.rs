@@ -4,6 +4,7 @@
 use clerk_sync_core::samples;
 use clerk_sync_core::settings::Settings;
 use clerk_sync_core::signing;
+use clerk_sync_store::catalogue;
 use serde_json::json;
 
 use crate::cli::SendArgs;
@@ -12,9 +13,9 @@ use crate::output::{self, Output};
 pub async fn send(settings: &Settings, args: &SendArgs, out: Output) -> anyhow::Result<()> {
     if args.list {
         if out.json {
-            output::print_json(&json!(samples::TYPES));
+            output::print_json(&json!(catalogue::names().collect::<Vec<_>>()));
         } else {
-            samples::TYPES.iter().for_each(|t| println!("{t}"));
+            catalogue::names().for_each(|t| println!("{t}"));
         }
         return Ok(());
     }
@@ -23,7 +24,8 @@ pub async fn send(settings: &Settings, args: &SendArgs, out: Output) -> anyhow::
         (_, Some(path)) => std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
         (t, None) => {
             let t = t.as_deref().unwrap_or("user.created");
-            samples::sample(t, now.timestamp_millis())
+            catalogue::find(t)
+                .and_then(|t| samples::sample(t.name, now.timestamp_millis()))
                 .ok_or_else(|| anyhow::anyhow!("no sample for {t:?}; `clerk-sync send --list` shows the types"))?
                 .to_string()
                 .into_bytes()

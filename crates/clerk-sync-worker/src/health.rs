@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::db::{self, Condition, ErrorClass};
 use crate::metrics::WorkerMetrics;
+use clerk_sync_store::db::{self, Condition, ErrorClass};
 
 pub struct DbHealth {
     metrics: WorkerMetrics,

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acks::AckWindow;
-use crate::event::Change;
 use crate::process::{Prepared, Processor};
+use clerk_sync_store::event::Change;
 
 /// Sends each delivery to its lane; dropping it lets the lanes end once their channel is empty.
 pub struct Lanes {
@@ -57,8 +57,8 @@ impl Lanes {
     /// Parses `delivery` and queues it on its lane. Unbounded: the prefetch window bounds it.
     pub fn send(&self, delivery: Delivery) {
         let prepared = Prepared::new(delivery);
-        let key = match &prepared.ready {
-            Ok(r) => partition_key(&r.event.change).unwrap_or(&r.svix_id),
+        let key = match &prepared.event {
+            Ok(e) => partition_key(&e.change).unwrap_or(&e.svix_id),
             // Unparseable: any lane will settle it; its copies still go together.
             Err(_) => prepared.delivery.properties.message_id().as_ref().map_or("", |s| s.as_str()),
         };
@@ -127,10 +127,10 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event;
+    use clerk_sync_store::event;
 
     fn change(json: &str) -> Change {
-        event::parse(json.as_bytes()).expect("test event parses").change
+        event::parse("msg_test", 0, json.as_bytes()).expect("test event parses").change
     }
 
     #[test]

@@ -5,8 +5,6 @@
 
 pub mod acks;
 pub mod consumer;
-pub mod db;
-pub mod event;
 pub mod health;
 pub mod lanes;
 pub mod metrics;

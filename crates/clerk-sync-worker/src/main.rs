@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use clerk_sync_core::settings::cli::ConfigArgs;
 use clerk_sync_core::telemetry::Sink;
-use clerk_sync_worker::{Application, db};
+use clerk_sync_store::db;
+use clerk_sync_worker::Application;
 
 #[derive(Parser)]
 #[command(

@@ -76,7 +76,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.transient_errors.clone()))?;
         registry.register(Box::new(m.settle_failures.clone()))?;
         registry.register(Box::new(m.database_pauses.clone()))?;
-        for condition in crate::db::Condition::ALL {
+        for condition in clerk_sync_store::db::Condition::ALL {
             m.database_pauses.with_label_values(&[condition.as_str()]);
         }
         registry.register(Box::new(m.db_up.clone()))?;

@@ -1,7 +1,8 @@
 //! One batch from delivery to acknowledgement: apply the parsed messages in one transaction
 //! (falling back to one transaction per message when the batch is refused, so one bad message
 //! cannot fail the others), then ack what was committed and settle the rest (retry queue or dead
-//! letter). Messages are parsed when they arrive (`Prepared::new`), before their lane needs them.
+//! letter). Messages are parsed when they arrive (`Prepared::new`), before their lane needs them,
+//! into the store's `Event`, which carries them to their outcome.
 //!
 //! A database outage (`db::ErrorClass::Outage`: unreachable, read-only, refusing our role, our
 //! schema missing) is never a reason to dead-letter: the batch waits, with backoff, and holds its
@@ -21,9 +22,11 @@ use lapin::options::BasicNackOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use clerk_sync_store::catalogue;
+use clerk_sync_store::db::{self, Condition, ErrorClass, Outcome};
+use clerk_sync_store::event::{self, Event};
+
 use crate::acks::AckWindow;
-use crate::db::{self, Condition, ErrorClass, Incoming, Outcome};
-use crate::event::{self, ParsedEvent};
 use crate::health::DbHealth;
 use crate::metrics::WorkerMetrics;
 use crate::settle::{self, Backoff as SettleBackoff, Failure, RetryPolicy, Settled};
@@ -46,23 +49,17 @@ pub struct Processor {
 /// A delivery and what parsing made of it.
 pub struct Prepared {
     pub delivery: Delivery,
-    pub ready: Result<Ready, Failure>,
+    pub event: Result<Event, Failure>,
 }
 
 impl Prepared {
     pub fn new(delivery: Delivery) -> Self {
-        let ready = prepare(&delivery);
-        Self { delivery, ready }
+        let event = prepare(&delivery);
+        Self { delivery, event }
     }
 }
 
-pub struct Ready {
-    pub svix_id: String,
-    pub event: ParsedEvent,
-    received_at_ms: i64,
-}
-
-fn prepare(d: &Delivery) -> Result<Ready, Failure> {
+fn prepare(d: &Delivery) -> Result<Event, Failure> {
     let svix_id = d
         .properties
         .message_id()
@@ -70,10 +67,9 @@ fn prepare(d: &Delivery) -> Result<Ready, Failure> {
         .map(|s| s.as_str().to_owned())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Failure::permanent("missing_svix_id", "the message has no message_id (svix-id)"))?;
-    let event = event::parse(&d.data).map_err(|e| Failure::permanent(e.kind(), e.to_string()))?;
     let received_at_ms =
         amqp::get_i64(d.properties.headers().as_ref(), headers::RECEIVED_AT).unwrap_or_else(amqp::now_ms);
-    Ok(Ready { svix_id, event, received_at_ms })
+    event::parse(&svix_id, received_at_ms, &d.data).map_err(|e| Failure::permanent(e.kind(), e.to_string()))
 }
 
 impl Processor {
@@ -82,27 +78,27 @@ impl Processor {
     pub async fn process(&self, batch: Vec<Prepared>, acks: &AckWindow) {
         let started = Instant::now();
         self.metrics.batch_size.observe(batch.len() as f64);
-        let mut ready: Vec<(&Delivery, &Ready)> = Vec::with_capacity(batch.len());
+        let mut parsed: Vec<(&Delivery, &Event)> = Vec::with_capacity(batch.len());
         let mut failed: Vec<(&Delivery, Failure)> = Vec::new();
         for p in &batch {
-            match &p.ready {
-                Ok(r) => ready.push((&p.delivery, r)),
+            match &p.event {
+                Ok(e) => parsed.push((&p.delivery, e)),
                 Err(f) => failed.push((&p.delivery, f.clone())),
             }
         }
-        let readies: Vec<&Ready> = ready.iter().map(|(_, r)| *r).collect();
-        let Some(results) = self.apply_all(&readies).await else {
+        let events: Vec<&Event> = parsed.iter().map(|(_, e)| *e).collect();
+        let Some(results) = self.apply_all(&events).await else {
             tracing::warn!(messages = batch.len(), "gave up on a batch at shutdown; the broker will redeliver it");
             return;
         };
         let now_s = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         let mut settled = Vec::with_capacity(batch.len());
-        for ((d, r), result) in ready.into_iter().zip(results) {
+        for ((d, e), result) in parsed.into_iter().zip(results) {
             match result {
                 Ok(outcome) => {
-                    self.count(&r.event.event_type, outcome.as_str());
+                    self.count(&e.event_type, outcome.as_str());
                     let signed = amqp::get_i64(d.properties.headers().as_ref(), headers::SVIX_TIMESTAMP)
-                        .map_or(r.received_at_ms as f64 / 1000.0, |s| s as f64);
+                        .map_or(e.received_at_ms as f64 / 1000.0, |s| s as f64);
                     self.metrics.lag.observe((now_s - signed).max(0.0));
                     settled.push(d);
                 }
@@ -115,7 +111,7 @@ impl Processor {
     }
 
     fn count(&self, event_type: &str, outcome: &str) {
-        self.metrics.events.with_label_values(&[event::type_label(event_type), outcome]).inc();
+        self.metrics.events.with_label_values(&[catalogue::label(event_type), outcome]).inc();
     }
 
     /// Moves each failed message to a retry queue or the dead-letter queue (adding it to `settled`,
@@ -179,15 +175,15 @@ impl Processor {
         Ok(())
     }
 
-    /// Applies every ready message: the whole batch in one transaction, or one per message if the
+    /// Applies every parsed message: the whole batch in one transaction, or one per message if the
     /// batch is refused. `None` if shutdown gave up while the database was unavailable.
-    async fn apply_all(&self, ready: &[&Ready]) -> Option<Vec<Result<Outcome, Failure>>> {
+    async fn apply_all(&self, ready: &[&Event]) -> Option<Vec<Result<Outcome, Failure>>> {
         if ready.is_empty() {
             return Some(Vec::new());
         }
         let mut wait = self.transient_backoff();
         loop {
-            match self.apply_tx(ready.iter().copied()).await {
+            match self.apply_tx(ready).await {
                 Ok(outcomes) => {
                     self.health.recovered();
                     return Some(outcomes.into_iter().map(Ok).collect());
@@ -204,7 +200,7 @@ impl Processor {
         let mut results = Vec::with_capacity(ready.len());
         for r in ready {
             loop {
-                match self.apply_tx(std::iter::once(*r)).await {
+                match self.apply_tx(std::slice::from_ref(r)).await {
                     Ok(mut outcomes) => {
                         self.health.recovered();
                         results.push(Ok(outcomes.remove(0)));
@@ -227,12 +223,9 @@ impl Processor {
         Some(results)
     }
 
-    async fn apply_tx<'a>(&self, ready: impl Iterator<Item = &'a Ready>) -> Result<Vec<Outcome>, sqlx::Error> {
-        let incoming: Vec<Incoming<'_>> = ready
-            .map(|r| Incoming { svix_id: &r.svix_id, event: &r.event, received_at_ms: r.received_at_ms })
-            .collect();
+    async fn apply_tx(&self, events: &[&Event]) -> Result<Vec<Outcome>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let outcomes = db::apply_batch(&mut tx, &incoming).await?;
+        let outcomes = db::apply_batch(&mut tx, events).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

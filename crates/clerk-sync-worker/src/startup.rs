@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::consumer::{self, ConsumerOptions};
-use crate::db::{self, SchemaError};
 use crate::health::DbHealth;
 use crate::metrics::WorkerMetrics;
 use crate::process::Processor;
 use crate::settle::RetryPolicy;
+use clerk_sync_store::db::{self, SchemaError};
 
 pub struct Application {
     admin_port: u16,

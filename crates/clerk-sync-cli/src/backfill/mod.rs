@@ -12,8 +12,8 @@
 pub(crate) mod client;
 
 use clerk_sync_core::settings::Settings;
-use clerk_sync_worker::db::{self, Incoming, Outcome};
-use clerk_sync_worker::event::{self, Change, ParsedEvent};
+use clerk_sync_store::db::{self, Outcome};
+use clerk_sync_store::event::{self, Change, Event};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -130,7 +130,7 @@ async fn start_offset(pool: &PgPool, resource: Resource, restart: bool) -> Resul
     }
 }
 
-fn synthetic_id(resource: Resource, event: &ParsedEvent) -> Option<String> {
+fn synthetic_id(resource: Resource, event: &Event) -> Option<String> {
     let (id, updated_at) = match &event.change {
         Change::UpsertUser(u) => (&u.id, u.updated_at),
         Change::UpsertOrganization(o) => (&o.id, o.updated_at),
@@ -157,13 +157,16 @@ async fn run(
             bar.set_length(total);
         }
         let fetched = page.objects.len();
+        let now = chrono::Utc::now().timestamp_millis();
         let mut events = Vec::with_capacity(fetched);
         for raw in page.objects {
-            match event::parse_object(resource.as_event(), raw) {
+            // Named once parsed: the synthetic svix-id carries the object's id and version.
+            match event::from_object("", now, resource.as_event(), raw) {
                 Ok(mut e) => {
                     e.event_type = format!("backfill.{}", resource.name());
                     if let Some(id) = synthetic_id(resource, &e) {
-                        events.push((id, e));
+                        e.svix_id = id;
+                        events.push(e);
                     }
                 }
                 Err(e) => {
@@ -172,13 +175,11 @@ async fn run(
                 }
             }
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        let incoming: Vec<Incoming<'_>> =
-            events.iter().map(|(id, e)| Incoming { svix_id: id, event: e, received_at_ms: now }).collect();
+        let batch: Vec<&Event> = events.iter().collect();
         let next = offset + u32::try_from(fetched).unwrap_or(u32::MAX);
         let finished = fetched < args.page_size as usize;
         let mut tx = pool.begin().await?;
-        let outcomes = db::apply_batch(&mut tx, &incoming).await?;
+        let outcomes = db::apply_batch(&mut tx, &batch).await?;
         let written = outcomes.iter().filter(|o| **o == Outcome::Applied).count() as u64;
         sqlx::query(
             "UPDATE clerk.backfill_progress SET next_offset = $2, written = written + $3, updated_at = now(),

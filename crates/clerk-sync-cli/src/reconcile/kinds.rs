@@ -1,7 +1,7 @@
 //! The three kinds of object reconcile compares, and where each lives: Clerk's list endpoint, the
 //! table here, the webhook types whose `data` has the object's shape.
 
-use clerk_sync_worker::event::Change;
+use clerk_sync_store::event::Change;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -17,7 +17,7 @@ mod watch;
 use std::time::Instant;
 
 use clerk_sync_core::settings::Settings;
-use clerk_sync_worker::db;
+use clerk_sync_store::db;
 use sqlx::PgPool;
 
 use crate::backfill::client::ClerkApi;

@@ -9,8 +9,8 @@
 //! so too: `deleted_by = 'reconcile'` (migration 6), set in the same transaction; a tombstone a
 //! webhook made keeps it NULL.
 
-use clerk_sync_worker::db::{self, Incoming, Outcome};
-use clerk_sync_worker::event::{self, ParsedEvent};
+use clerk_sync_store::db::{self, Outcome};
+use clerk_sync_store::event::{self, Event};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -18,16 +18,17 @@ use super::kinds::{Gap, Kind};
 use super::report::KindReport;
 
 pub struct Repair {
-    svix_id: String,
-    event: ParsedEvent,
+    /// Named with the repair's synthetic svix-id.
+    event: Event,
     gap: Gap,
     /// The object a deletion tombstones, with its kind.
     deletes: Option<(Kind, String)>,
 }
 
 /// Writes Clerk's current version of an object that is missing or stale here.
-pub fn upsert(kind: Kind, id: &str, updated_at: i64, event: ParsedEvent, gap: Gap) -> Repair {
-    Repair { svix_id: format!("reconcile:{}:{id}:{updated_at}", kind.name()), event, gap, deletes: None }
+pub fn upsert(kind: Kind, id: &str, updated_at: i64, mut event: Event, gap: Gap) -> Repair {
+    event.svix_id = format!("reconcile:{}:{id}:{updated_at}", kind.name());
+    Repair { event, gap, deletes: None }
 }
 
 /// Tombstones an object Clerk no longer has. A membership's deletion carries the membership as
@@ -41,10 +42,12 @@ pub fn deletion(kind: Kind, id: &str, raw: Option<String>, gap: Gap) -> anyhow::
         (Kind::Memberships, None) => anyhow::bail!("membership {id} has no stored object to delete it with"),
     };
     let data = serde_json::value::RawValue::from_string(data)?;
-    let event = event::parse_object(kind.delete_event(), data)
-        .map_err(|e| anyhow::anyhow!("cannot build the deletion of {} {id}: {e}", kind.name()))?;
     let svix_id = format!("reconcile:{}:{id}:{}", kind.name(), gap.name());
-    Ok(Repair { svix_id, event, gap, deletes: Some((kind, id.to_owned())) })
+    // Dated at the reconcile: no envelope time, so the received time, now.
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = event::from_object(&svix_id, now, kind.delete_event(), data)
+        .map_err(|e| anyhow::anyhow!("cannot build the deletion of {} {id}: {e}", kind.name()))?;
+    Ok(Repair { event, gap, deletes: Some((kind, id.to_owned())) })
 }
 
 /// Applies `repairs` in one transaction and counts what the guard let through.
@@ -52,9 +55,7 @@ pub async fn apply(pool: &PgPool, repairs: Vec<Repair>, report: &mut KindReport)
     if repairs.is_empty() {
         return Ok(());
     }
-    let now = chrono::Utc::now().timestamp_millis();
-    let incoming: Vec<Incoming<'_>> =
-        repairs.iter().map(|r| Incoming { svix_id: &r.svix_id, event: &r.event, received_at_ms: now }).collect();
+    let batch: Vec<&Event> = repairs.iter().map(|r| &r.event).collect();
     let mut tx = pool.begin().await?;
     // The rows these deletions will tombstone, read first: a row a webhook already deleted is not
     // marked as the reconcile's (one deleted by a webhook between this read and the write would be).
@@ -71,7 +72,7 @@ pub async fn apply(pool: &PgPool, repairs: Vec<Repair>, report: &mut KindReport)
             alive.push((kind, found));
         }
     }
-    let outcomes = db::apply_batch(&mut tx, &incoming).await?;
+    let outcomes = db::apply_batch(&mut tx, &batch).await?;
     for (kind, ids) in &alive {
         sqlx::query(kind.mark_deleted_sql()).bind(ids).execute(&mut *tx).await?;
     }

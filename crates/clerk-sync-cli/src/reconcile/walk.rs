@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use clerk_sync_worker::event;
+use clerk_sync_store::event;
 use sqlx::PgPool;
 
 use super::kinds::{Gap, Kind, fingerprint, id_and_version};
@@ -75,7 +75,7 @@ async fn walk_clerk(
         report.examined += fetched as u64;
         let mut parsed = Vec::with_capacity(fetched);
         for raw in page.objects {
-            match event::parse_object(kind.upsert_event(), raw) {
+            match event::from_object("", chrono::Utc::now().timestamp_millis(), kind.upsert_event(), raw) {
                 Ok(e) => match id_and_version(&e.change) {
                     Some((id, v)) => parsed.push((id.to_owned(), v, e)),
                     None => report.skipped_invalid += 1,

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use clerk_sync_core::samples;
+use clerk_sync_store::db;
+use clerk_sync_store::event::{self, Event};
 use clerk_sync_testkit::TestDatabase;
-use clerk_sync_worker::db::{self, Incoming};
-use clerk_sync_worker::event;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -103,19 +103,13 @@ async fn backfill_copies_everything_resumes_after_a_failure_and_never_overwrites
         T + 60_000,
     );
     let deleted = samples::envelope("user.deleted", json!({"id": "user_0002", "deleted": true}), T + 60_000);
-    let events =
-        [event::parse(newer.to_string().as_bytes()).unwrap(), event::parse(deleted.to_string().as_bytes()).unwrap()];
+    let events = [
+        event::parse("msg_live_1", T, newer.to_string().as_bytes()).unwrap(),
+        event::parse("msg_live_2", T, deleted.to_string().as_bytes()).unwrap(),
+    ];
     let mut tx = pool.begin().await.unwrap();
-    let incoming: Vec<Incoming<'_>> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Incoming {
-            svix_id: if i == 0 { "msg_live_1" } else { "msg_live_2" },
-            event: e,
-            received_at_ms: T,
-        })
-        .collect();
-    db::apply_batch(&mut tx, &incoming).await.unwrap();
+    let batch: Vec<&Event> = events.iter().collect();
+    db::apply_batch(&mut tx, &batch).await.unwrap();
     tx.commit().await.unwrap();
 
     let env = env("backfill")

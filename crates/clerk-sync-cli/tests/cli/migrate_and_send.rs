@@ -115,7 +115,7 @@ async fn send_posts_a_signed_sample_that_the_gateway_queues() {
     assert!(!unknown.status.success());
     assert!(stderr(&unknown).contains("send --list"));
     let list = stdout(&env.run(&["send", "--list"]).await);
-    assert_eq!(list.lines().count(), clerk_sync_core::samples::TYPES.len());
+    assert_eq!(list.lines().count(), clerk_sync_store::catalogue::CATALOGUE.len());
 
     let forged = env
         .run_with(

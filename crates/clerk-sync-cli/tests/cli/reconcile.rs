@@ -10,9 +10,9 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use clerk_sync_core::samples;
 use clerk_sync_core::settings::{Settings, Sources};
+use clerk_sync_store::db;
+use clerk_sync_store::event::{self, Event};
 use clerk_sync_testkit::{TestDatabase, amqp_url, wait_until};
-use clerk_sync_worker::db::{self, Incoming};
-use clerk_sync_worker::event;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -145,12 +145,11 @@ async fn seed(pool: &sqlx::PgPool) {
         "organizationMembership.created",
         samples::membership("orgmem_orphan", "org_002", "user_orphan", "org:member", T),
     );
-    let parsed: Vec<(String, event::ParsedEvent)> =
-        events.iter().map(|(id, e)| (id.clone(), event::parse(e.to_string().as_bytes()).unwrap())).collect();
-    let incoming: Vec<Incoming<'_>> =
-        parsed.iter().map(|(id, e)| Incoming { svix_id: id, event: e, received_at_ms: T }).collect();
+    let parsed: Vec<Event> =
+        events.iter().map(|(id, e)| event::parse(id, T, e.to_string().as_bytes()).unwrap()).collect();
+    let batch: Vec<&Event> = parsed.iter().collect();
     let mut tx = pool.begin().await.unwrap();
-    db::apply_batch(&mut tx, &incoming).await.unwrap();
+    db::apply_batch(&mut tx, &batch).await.unwrap();
     tx.commit().await.unwrap();
     sqlx::query("UPDATE clerk.users SET deleted_at = now(), first_name = NULL, raw = NULL WHERE id = 'user_orphan'")
         .execute(pool)

@@ -278,9 +278,7 @@ async fn a_deleted_membership_is_a_tombstone_keeping_its_ids_and_role() {
 async fn types_not_stored_and_unknown_future_types_are_recorded_as_ignored_and_acked() {
     let env = setup("fx-ign").await;
     let worker = env.start_worker().await;
-    let ignored: Vec<&str> = samples::TYPES
-        .iter()
-        .copied()
+    let ignored: Vec<&str> = clerk_sync_store::catalogue::names()
         .filter(|t| {
             !t.starts_with("user.") && !t.starts_with("organization.") && !t.starts_with("organizationMembership.")
         })
@@ -321,7 +319,7 @@ async fn a_worker_started_before_migrate_waits_unready_and_consumes_once_the_sch
     assert_eq!(ready.status(), 503, "unready while it waits");
     assert!(!worker.task.is_finished(), "waiting, not crash-looping");
 
-    clerk_sync_worker::db::migrate(&env.pool).await.unwrap();
+    clerk_sync_store::db::migrate(&env.pool).await.unwrap();
     env.wait_processed(1, Duration::from_secs(30)).await;
     assert_eq!(env.row("users", "user_m").await.unwrap()["first_name"], "Mig");
     assert!(env.dead_letters(Duration::ZERO).await.is_empty());

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clerk_sync_core::amqp::{self, Topology, declare_topology, headers};
 use clerk_sync_core::settings::{Settings, Sources};
+use clerk_sync_store::db;
 use clerk_sync_testkit::{BrokerProbe, TestDatabase, amqp_url, unique_prefix, wait_until};
-use clerk_sync_worker::{Application, db};
+use clerk_sync_worker::Application;
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
 use serde_json::Value;

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use clerk_sync_core::samples::{envelope, membership, organization, user};
+use clerk_sync_store::db::apply_batch;
+use clerk_sync_store::event;
 use clerk_sync_testkit::wait_until;
-use clerk_sync_worker::db::{Incoming, apply_batch};
-use clerk_sync_worker::event;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -100,9 +100,9 @@ async fn a_nested_organization_waiting_on_the_row_lock_never_overwrites_a_full_v
 
     // Another worker's transaction writes the full version and holds the row lock.
     let body = full_event.to_string();
-    let parsed = event::parse(body.as_bytes()).unwrap();
+    let parsed = event::parse("msg_full", at, body.as_bytes()).unwrap();
     let mut other = env.pool.begin().await.unwrap();
-    apply_batch(&mut other, &[Incoming { svix_id: "msg_full", event: &parsed, received_at_ms: at }]).await.unwrap();
+    apply_batch(&mut other, &[&parsed]).await.unwrap();
 
     // Meanwhile the worker applies a membership whose nested copy has the same updated_at.
     let mut m = membership("orgmem_lock", "org_lock", "user_lock", "org:member", at + 1);

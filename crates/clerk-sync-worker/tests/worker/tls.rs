@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clerk_sync_core::amqp::{Publisher, PublisherOptions, Topology};
 use clerk_sync_core::settings::{Settings, Sources};
-use clerk_sync_worker::db;
+use clerk_sync_store::db;
 
 fn database_settings(url: &str) -> clerk_sync_core::settings::DatabaseSettings {
     Settings::load(&Sources::default().with_env("DATABASE_URL", url), &[]).unwrap().database

@@ -1,5 +1,6 @@
-//! The webhook envelope, the catalogue of Clerk event types, and parsing a message into the change
-//! it asks for. Parsing failures here are permanent: no retry can fix a body.
+//! The webhook envelope and parsing a message into the [`Event`] the store applies: who sent it
+//! (svix-id), when, and the change it asks for. Parsing failures here are permanent: no retry can
+//! fix a body.
 
 mod objects;
 
@@ -7,10 +8,6 @@ pub use objects::{DeletedObject, Membership, Organization, PublicUserData, User}
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-/// Every event type in Clerk's catalogue. Types outside it are future additions: ignored, not
-/// dead-lettered.
-pub const CATALOGUE: &[&str] = clerk_sync_core::samples::TYPES;
 
 /// The envelope; `data` stays raw until the type says what it is.
 #[derive(Debug, Deserialize)]
@@ -64,10 +61,16 @@ pub enum Change {
     Ignore,
 }
 
-/// A message's event, parsed: its type, when it happened (ms), and the change.
+/// One event on its way to the database: the message's identity, its type, when it happened, and
+/// the change it asks for. The one type a message is carried in from parsing to its outcome.
 #[derive(Debug)]
-pub struct ParsedEvent {
+pub struct Event {
+    /// The svix-id: the deduplication key (and the last tiebreak of the order of versions).
+    pub svix_id: String,
+    /// When the gateway received it (ms); dates a deletion whose envelope has no timestamp.
+    pub received_at_ms: i64,
     pub event_type: String,
+    /// The envelope `timestamp`, in ms.
     pub occurred_at_ms: Option<i64>,
     pub change: Change,
     /// The `data` object exactly as sent, stored as `raw`.
@@ -119,17 +122,23 @@ fn membership_parts(event_type: &str, raw: &RawValue) -> Result<(Membership, Opt
     Ok((membership, organization))
 }
 
-/// Parses a message body into the change it asks for.
-pub fn parse(body: &[u8]) -> Result<ParsedEvent, ParseError> {
+/// Parses the body of the message `svix_id`, received at `received_at_ms`.
+pub fn parse(svix_id: &str, received_at_ms: i64, body: &[u8]) -> Result<Event, ParseError> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ParseError::Envelope)?;
-    let mut event = parse_object(&envelope.event_type, envelope.data.to_owned())?;
+    let mut event = from_object(svix_id, received_at_ms, &envelope.event_type, envelope.data.to_owned())?;
     event.occurred_at_ms = envelope.timestamp.map(envelope_ms);
     Ok(event)
 }
 
-/// The change a `data` object of type `event_type` asks for. Also used for objects read from
-/// Clerk's Backend API (backfill), which have the same shapes as webhook payloads.
-pub fn parse_object(event_type: &str, data: Box<RawValue>) -> Result<ParsedEvent, ParseError> {
+/// The event a `data` object of type `event_type` makes, without an envelope. Also used for
+/// objects read from Clerk's Backend API (backfill, reconcile), which have the same shapes as
+/// webhook payloads; they name their own svix-ids.
+pub fn from_object(
+    svix_id: &str,
+    received_at_ms: i64,
+    event_type: &str,
+    data: Box<RawValue>,
+) -> Result<Event, ParseError> {
     let t = event_type;
     let change = match t {
         "user.created" | "user.updated" => {
@@ -154,12 +163,14 @@ pub fn parse_object(event_type: &str, data: Box<RawValue>) -> Result<ParsedEvent
         }
         _ => Change::Ignore,
     };
-    Ok(ParsedEvent { occurred_at_ms: None, data, event_type: event_type.to_owned(), change })
-}
-
-/// The metric label for a type: itself if in the catalogue, `unknown` otherwise (bounded cardinality).
-pub fn type_label(event_type: &str) -> &str {
-    CATALOGUE.iter().find(|t| **t == event_type).copied().unwrap_or("unknown")
+    Ok(Event {
+        svix_id: svix_id.to_owned(),
+        received_at_ms,
+        occurred_at_ms: None,
+        data,
+        event_type: event_type.to_owned(),
+        change,
+    })
 }
 
 #[cfg(test)]

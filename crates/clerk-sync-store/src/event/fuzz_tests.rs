@@ -45,18 +45,18 @@ proptest! {
 
     #[test]
     fn parsing_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = parse(&body);
+        let _ = parse("msg_fuzz", 0, &body);
     }
 
     #[test]
     fn a_sample_with_any_field_replaced_by_a_wrong_value_parses_or_fails_cleanly(
-        type_index in 0..samples::TYPES.len(),
+        type_index in 0..crate::catalogue::CATALOGUE.len(),
         path in prop::collection::vec(any::<usize>(), 1..5),
         replacement in wrong_value(),
     ) {
-        let mut event = samples::sample(samples::TYPES[type_index], 1_716_883_200_000).unwrap();
+        let mut event = samples::sample(crate::catalogue::CATALOGUE[type_index].name, 1_716_883_200_000).unwrap();
         mutate(&mut event, &path, replacement);
-        match parse(event.to_string().as_bytes()) {
+        match parse("msg_fuzz", 0, event.to_string().as_bytes()) {
             Ok(parsed) => prop_assert!(!parsed.event_type.is_empty() || matches!(parsed.change, Change::Ignore)),
             Err(e) => prop_assert!(!e.kind().is_empty()),
         }
@@ -66,11 +66,11 @@ proptest! {
 #[test]
 fn regression_a_huge_float_timestamp_is_refused_not_truncated() {
     let body = r#"{"type":"user.updated","timestamp":1e300,"data":{"id":"user_1","updated_at":1}}"#;
-    assert_eq!(parse(body.as_bytes()).unwrap_err().kind(), "invalid_envelope");
+    assert_eq!(parse("msg_fuzz", 0, body.as_bytes()).unwrap_err().kind(), "invalid_envelope");
 }
 
 #[test]
 fn regression_an_updated_at_beyond_the_calendar_is_refused() {
     let body = r#"{"type":"user.updated","data":{"id":"user_1","updated_at":9223372036854775807}}"#;
-    assert_eq!(parse(body.as_bytes()).unwrap_err().kind(), "missing_updated_at");
+    assert_eq!(parse("msg_fuzz", 0, body.as_bytes()).unwrap_err().kind(), "missing_updated_at");
 }

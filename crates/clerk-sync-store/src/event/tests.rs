@@ -2,20 +2,21 @@ use clerk_sync_core::samples;
 
 use super::*;
 
-fn parse_value(v: serde_json::Value) -> Result<ParsedEvent, ParseError> {
-    parse(v.to_string().as_bytes())
+fn parse_value(v: serde_json::Value) -> Result<Event, ParseError> {
+    parse("msg_test", 0, v.to_string().as_bytes())
 }
 
 #[test]
 fn every_catalogue_type_is_recognised_and_only_users_orgs_and_memberships_change_anything() {
-    assert_eq!(CATALOGUE, samples::TYPES);
-    for t in CATALOGUE {
+    for t in crate::catalogue::names() {
         let event = parse_value(samples::sample(t, 1_716_883_200_000).unwrap()).unwrap();
-        assert_eq!(event.event_type, *t);
-        assert_eq!(type_label(t), *t);
+        assert_eq!(event.event_type, t);
+        assert_eq!(crate::catalogue::label(t), t);
         let stored =
             t.starts_with("user.") || t.starts_with("organization.") || t.starts_with("organizationMembership.");
         assert_eq!(!matches!(event.change, Change::Ignore), stored, "{t}");
+        let handling = crate::catalogue::find(t).unwrap().handling;
+        assert_eq!(matches!(handling, crate::catalogue::Handling::Stored(_)), stored, "{t}");
     }
 }
 
@@ -23,7 +24,7 @@ fn every_catalogue_type_is_recognised_and_only_users_orgs_and_memberships_change
 fn an_unknown_future_type_is_ignored_not_rejected() {
     let event = parse_value(samples::envelope("user.teleported", serde_json::json!({"id": "user_1"}), 1)).unwrap();
     assert!(matches!(event.change, Change::Ignore));
-    assert_eq!(type_label("user.teleported"), "unknown");
+    assert_eq!(crate::catalogue::label("user.teleported"), "unknown");
 }
 
 #[test]
@@ -80,7 +81,7 @@ fn malformed_payloads_are_permanent_errors_with_a_kind() {
     for (body, kind) in cases {
         assert_eq!(parse_value(body.clone()).unwrap_err().kind(), kind, "{body}");
     }
-    assert_eq!(parse(b"\xff not json").unwrap_err().kind(), "invalid_envelope");
+    assert_eq!(parse("msg_test", 0, b"\xff not json").unwrap_err().kind(), "invalid_envelope");
 }
 
 #[test]

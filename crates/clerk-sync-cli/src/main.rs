@@ -11,7 +11,7 @@ mod send;
 use std::process::ExitCode;
 
 use clap::Parser;
-use clerk_sync_core::amqp::Topology;
+use clerk_sync_core::amqp::{Nodes, Topology};
 use clerk_sync_core::settings::{Requirement, Settings};
 use clerk_sync_core::telemetry::Sink;
 
@@ -48,10 +48,11 @@ async fn main() -> ExitCode {
 
 async fn run(settings: &Settings, command: Command, out: Output) -> anyhow::Result<()> {
     let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
+    let nodes = Nodes::from_settings(&settings.amqp);
     match command {
-        Command::Dlq(DlqCommand::Stats) => dlq::stats(settings.amqp_url(), &topology, out).await,
-        Command::Dlq(DlqCommand::List(args)) => dlq::list(settings.amqp_url(), &topology, &args, out).await,
-        Command::Dlq(DlqCommand::Show { svix_id }) => dlq::show(settings.amqp_url(), &topology, &svix_id, out).await,
+        Command::Dlq(DlqCommand::Stats) => dlq::stats(&nodes, &topology, out).await,
+        Command::Dlq(DlqCommand::List(args)) => dlq::list(&nodes, &topology, &args, out).await,
+        Command::Dlq(DlqCommand::Show { svix_id }) => dlq::show(&nodes, &topology, &svix_id, out).await,
         Command::Dlq(DlqCommand::Replay(args)) => dlq::replay(settings, &args, out).await,
         Command::Dlq(DlqCommand::Purge(args)) => dlq::purge(settings, &args, out).await,
         Command::Migrate { check } => migrate::migrate(settings, check, out).await,

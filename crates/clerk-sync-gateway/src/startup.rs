@@ -106,7 +106,15 @@ impl Application {
                 }
             })
         };
-        let admin = admin::serve(admin_listener, registry, ready)?;
+        let details: admin::ReadinessDetails = {
+            let publisher = publisher.clone();
+            Arc::new(move || {
+                let mut details = serde_json::Map::new();
+                details.insert("amqp_node".into(), publisher.node().into());
+                details
+            })
+        };
+        let admin = admin::serve_with_details(admin_listener, registry, ready, Some(details))?;
         Ok(Self { port, admin_port, server, admin, publisher, draining, shutdown: CancellationToken::new() })
     }
 

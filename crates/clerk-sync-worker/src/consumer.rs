@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
-use clerk_sync_core::amqp::{Topology, declare_topology};
+use clerk_sync_core::amqp::{Nodes, Topology, declare_topology};
 use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use lapin::ConnectionProperties;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +22,8 @@ use crate::process::Processor;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
-    pub url: SecretString,
+    /// The broker's nodes: each reconnect goes to the next one, so a lost node is left behind.
+    pub nodes: Arc<Nodes>,
     pub topology: Topology,
     pub retry_delays: Vec<Duration>,
     pub prefetch: u16,
@@ -74,12 +74,8 @@ async fn consume_once(
     backoff: &mut backoff::ExponentialBackoff,
 ) -> lapin::Result<Ended> {
     let props = ConnectionProperties::default().with_connection_name("clerk-sync-worker".into());
-    let connection =
-        tokio::time::timeout(Duration::from_secs(10), Connection::connect(opts.url.expose_secret(), props))
-            .await
-            .map_err(|_| {
-                lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
-            })??;
+    let connected = opts.nodes.connect(props).await?;
+    let (connection, node) = (connected.connection, connected.node);
     let channel = connection.create_channel().await?;
     declare_topology(&channel, &opts.topology, &opts.retry_delays).await?;
     channel.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
@@ -96,7 +92,7 @@ async fn consume_once(
     let acks = Arc::new(AckWindow::new());
     processor.metrics.set_state("consuming");
     backoff.reset();
-    tracing::info!(queue = %opts.topology.queue(), prefetch = opts.prefetch, "consuming");
+    tracing::info!(queue = %opts.topology.queue(), prefetch = opts.prefetch, %node, "consuming");
 
     // The lanes of this channel stop with it: acks only work on the channel that delivered.
     let stop_lanes = shutdown.child_token();

@@ -10,7 +10,7 @@ use actix_web::dev::Server;
 use anyhow::Context;
 use backoff::backoff::Backoff;
 use clerk_sync_core::admin;
-use clerk_sync_core::amqp::{Publisher, PublisherOptions, Topology};
+use clerk_sync_core::amqp::{Nodes, Publisher, PublisherOptions, Topology};
 use clerk_sync_core::settings::Settings;
 use prometheus::Registry;
 use sqlx::PgPool;
@@ -66,7 +66,7 @@ impl Application {
         let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
         let w = &settings.worker;
         let consumer = ConsumerOptions {
-            url: settings.amqp.url.clone(),
+            nodes: Arc::new(Nodes::from_settings(&settings.amqp)),
             topology,
             retry_delays: w.retry_delays.clone(),
             prefetch: w.prefetch,
@@ -96,7 +96,19 @@ impl Application {
                 (state, _) => Err(format!("consumer {state}")),
             })
         };
-        let admin = admin::serve(listener, registry, ready)?;
+        let details: admin::ReadinessDetails = {
+            let (metrics, nodes, publisher) = (metrics.clone(), consumer.nodes.clone(), processor.publisher.clone());
+            Arc::new(move || {
+                // The consumer's node while it has a channel; the publisher (retries, dead letters)
+                // may be on another.
+                let connected = !matches!(metrics.state(), "disconnected" | "stopped");
+                let mut details = serde_json::Map::new();
+                details.insert("amqp_node".into(), connected.then(|| nodes.current()).flatten().into());
+                details.insert("publisher_node".into(), publisher.node().into());
+                details
+            })
+        };
+        let admin = admin::serve_with_details(listener, registry, ready, Some(details))?;
         Ok(Self {
             admin_port,
             admin,

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clerk_sync_core::amqp::{Topology, declare_topology};
+use clerk_sync_core::amqp::{Nodes, Topology, declare_topology};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -145,11 +145,14 @@ pub struct Cursor {
 impl Cursor {
     /// Connects, declares the topology (idempotent: the CLI may run before any service) and reads
     /// how many letters are ready: the cursor takes no more than that many.
-    pub async fn open(amqp_url: &str, topology: &Topology, max_prefetch: u16) -> anyhow::Result<Self> {
+    pub async fn open(nodes: &Nodes, topology: &Topology, max_prefetch: u16) -> anyhow::Result<Self> {
         let props = ConnectionProperties::default().with_connection_name("clerk-sync-cli".into());
-        let connection = Connection::connect(amqp_url, props)
+        // Any node of the cluster will do: the queues are reachable from every one.
+        let connection = nodes
+            .connect(props)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to RabbitMQ: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot connect to RabbitMQ ({}): {e}", nodes.addresses().join(", ")))?
+            .connection;
         let channel = connection.create_channel().await?;
         declare_topology(&channel, topology, &[]).await?;
         let counters = connection.create_channel().await?;

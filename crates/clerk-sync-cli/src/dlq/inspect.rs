@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use clerk_sync_core::amqp::Topology;
+use clerk_sync_core::amqp::{Nodes, Topology};
 use comfy_table::Table;
 use lapin::message::Delivery;
 use serde_json::json;
@@ -23,8 +23,8 @@ const LOOK_PREFETCH: u16 = 1_000;
 /// Rows a dry run prints; the count covers them all.
 pub const TABLE_ROWS: usize = 20;
 
-async fn open(amqp_url: &str, topology: &Topology) -> anyhow::Result<Cursor> {
-    let cursor = Cursor::open(amqp_url, topology, LOOK_PREFETCH).await?;
+async fn open(nodes: &Nodes, topology: &Topology) -> anyhow::Result<Cursor> {
+    let cursor = Cursor::open(nodes, topology, LOOK_PREFETCH).await?;
     cursor.stop_on_ctrl_c();
     Ok(cursor)
 }
@@ -67,8 +67,8 @@ impl Breakdown {
     }
 }
 
-pub async fn stats(amqp_url: &str, topology: &Topology, out: Output) -> anyhow::Result<()> {
-    let mut cursor = open(amqp_url, topology).await?;
+pub async fn stats(nodes: &Nodes, topology: &Topology, out: Output) -> anyhow::Result<()> {
+    let mut cursor = open(nodes, topology).await?;
     let count = cursor.initial();
     let progress = output::progress((count as usize).min(STATS_SCAN) as u64, "counting", out);
     let mut b = Breakdown::default();
@@ -111,7 +111,7 @@ pub async fn stats(amqp_url: &str, topology: &Topology, out: Output) -> anyhow::
     Ok(())
 }
 
-pub async fn list(amqp_url: &str, topology: &Topology, args: &ListArgs, out: Output) -> anyhow::Result<()> {
+pub async fn list(nodes: &Nodes, topology: &Topology, args: &ListArgs, out: Output) -> anyhow::Result<()> {
     let mut selector = Selector {
         event_type: args.filters.event_type.clone(),
         error_kind: args.filters.error_kind.clone(),
@@ -119,7 +119,7 @@ pub async fn list(amqp_url: &str, topology: &Topology, args: &ListArgs, out: Out
         limit: Some(args.limit),
         ..Selector::default()
     };
-    let mut cursor = open(amqp_url, topology).await?;
+    let mut cursor = open(nodes, topology).await?;
     let total = cursor.initial();
     let progress = output::progress(u64::from(total), "looking", out);
     let mut shown = Vec::new();
@@ -154,9 +154,9 @@ pub async fn list(amqp_url: &str, topology: &Topology, args: &ListArgs, out: Out
     Ok(())
 }
 
-pub async fn show(amqp_url: &str, topology: &Topology, svix_id: &str, out: Output) -> anyhow::Result<()> {
+pub async fn show(nodes: &Nodes, topology: &Topology, svix_id: &str, out: Output) -> anyhow::Result<()> {
     let mut selector = Selector::default().ids(&[svix_id.to_owned()]);
-    let mut cursor = open(amqp_url, topology).await?;
+    let mut cursor = open(nodes, topology).await?;
     let progress = output::progress(u64::from(cursor.initial()), "looking", out);
     let mut found = None;
     while !selector.done() {
@@ -203,12 +203,12 @@ pub struct Preview {
 /// Looks through the queue as a replay or purge with `selector` would, changing nothing. With no
 /// filter the count is the queue's own and only the printed rows are taken.
 pub async fn preview(
-    amqp_url: &str,
+    nodes: &Nodes,
     topology: &Topology,
     mut selector: Selector,
     out: Output,
 ) -> anyhow::Result<Preview> {
-    let mut cursor = open(amqp_url, topology).await?;
+    let mut cursor = open(nodes, topology).await?;
     let everything = selector.is_everything().then(|| selector.expected(cursor.initial()) as usize);
     let progress = output::progress(selector.expected(cursor.initial()), "looking", out);
     let (mut rows, mut selected, mut skipped) = (Vec::new(), 0, 0);

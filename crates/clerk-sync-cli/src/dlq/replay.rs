@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use clerk_sync_core::amqp::{Topology, headers};
+use clerk_sync_core::amqp::{Nodes, Topology, headers};
 use clerk_sync_core::settings::Settings;
 use comfy_table::Table;
 use futures_util::future::BoxFuture;
@@ -198,14 +198,14 @@ pub async fn replay(settings: &Settings, args: &ReplayArgs, out: Output) -> anyh
     }
     .ids(&s.ids);
     if args.dry_run {
-        let preview = inspect::preview(settings.amqp_url(), &topology, selector, out).await?;
+        let preview = inspect::preview(&Nodes::from_settings(&settings.amqp), &topology, selector, out).await?;
         print_preview(&preview, "would be replayed", out);
         Tally { done: preview.selected, skipped: preview.skipped, ..Tally::default() }.print(out, "moved", true);
         return Ok(());
     }
     let window = usize::try_from(args.window).unwrap_or(1).max(1);
     let prefetch = u16::try_from(window.saturating_mul(2)).unwrap_or(u16::MAX);
-    let cursor = Cursor::open(settings.amqp_url(), &topology, prefetch).await?;
+    let cursor = Cursor::open(&Nodes::from_settings(&settings.amqp), &topology, prefetch).await?;
     let question = format!("Replay {} to {}?", describe(&selector, cursor.initial(), None), topology.exchange());
     // A replay by id is what the operator just looked up: no question.
     let Some(cursor) = confirmed(cursor, args.yes || selector.by_id, &question).await? else {
@@ -224,7 +224,7 @@ pub async fn purge(settings: &Settings, args: &PurgeArgs, out: Output) -> anyhow
     let selector =
         Selector { event_type: s.event_type.clone(), failed_before: s.older_than.map(ago), ..Selector::default() }
             .ids(&s.ids);
-    let cursor = Cursor::open(settings.amqp_url(), &topology, PURGE_PREFETCH).await?;
+    let cursor = Cursor::open(&Nodes::from_settings(&settings.amqp), &topology, PURGE_PREFETCH).await?;
     let question = format!("Delete {} for good?", describe(&selector, cursor.initial(), s.older_than));
     let Some(cursor) = confirmed(cursor, args.yes, &question).await? else {
         anyhow::bail!("nothing purged");

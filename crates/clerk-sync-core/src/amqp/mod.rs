@@ -1,9 +1,12 @@
 //! RabbitMQ: the names and declaration of the topology, the message headers every process agrees
-//! on, and the confirmed publisher that reconnects by itself.
+//! on, the broker's nodes and how to connect to one, and the confirmed publisher that reconnects by
+//! itself.
 
+pub mod nodes;
 mod publisher;
 mod topology;
 
+pub use nodes::{Connected, Nodes};
 pub use publisher::{OutgoingMessage, PublishError, Publisher, PublisherOptions};
 pub use topology::{Topology, declare_topology};
 

@@ -1,12 +1,17 @@
 //! A publisher that only reports success once RabbitMQ has confirmed the message.
 //!
-//! A supervisor task owns the connection: it connects, declares the topology, opens several
+//! A supervisor task owns the connection: it connects to one of the broker's nodes ([`Nodes`]: the
+//! next one after a loss), declares the topology, opens several
 //! confirm-mode channels (so concurrent publishes pipeline instead of queueing behind one another),
 //! and when the connection fails it drops it and reconnects with exponential backoff and jitter.
 //! While there is no connection, [`Publisher::publish`] fails at once with
 //! [`PublishError::Unavailable`] rather than waiting: the caller (the gateway) answers 503 and Svix
 //! retries. A confirm that does not arrive in time fails the publish and, since a silent broker
 //! usually means a dead TCP path, also makes the supervisor reconnect.
+//!
+//! A publish never reports success without the broker's confirm: when the connection is lost with
+//! confirms outstanding, lapin fails each of them with the connection's error (and a confirm that
+//! never comes fails at `confirm_timeout`), so the caller answers 503 and Svix sends again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,21 +22,23 @@ use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use prometheus::IntGauge;
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::nodes::Nodes;
 use super::topology::{Topology, declare_topology};
 
-/// Longest a TCP + AMQP handshake may take before the attempt counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest declaring the topology and opening the channels may take on a fresh connection (the
+/// handshake itself has the nodes' connect timeout).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a clean `connection.close` may take on shutdown or teardown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {
-    pub url: SecretString,
+    /// The broker's nodes; the publisher moves to the next one when its node is lost.
+    pub nodes: Arc<Nodes>,
     /// Shown in the RabbitMQ management UI, e.g. `clerk-sync-gateway`.
     pub connection_name: String,
     pub topology: Topology,
@@ -47,7 +54,7 @@ pub struct PublisherOptions {
 impl PublisherOptions {
     pub fn from_settings(settings: &crate::settings::Settings, connection_name: &str) -> Self {
         Self {
-            url: settings.amqp.url.clone(),
+            nodes: Arc::new(Nodes::from_settings(&settings.amqp)),
             connection_name: connection_name.to_owned(),
             topology: Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit),
             retry_delays: settings.worker.retry_delays.clone(),
@@ -98,6 +105,8 @@ impl PublishError {
 
 struct Link {
     connection: Connection,
+    /// The node, as `host:port`.
+    node: String,
     channels: Vec<Channel>,
     next: AtomicUsize,
 }
@@ -177,6 +186,11 @@ impl Publisher {
         self.inner.current().is_some()
     }
 
+    /// The node (`host:port`) the publisher is connected to, if it is.
+    pub fn node(&self) -> Option<String> {
+        self.inner.current().map(|link| link.node.clone())
+    }
+
     /// Waits until connected, up to `timeout`; true if connected.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.connected.subscribe();
@@ -244,9 +258,13 @@ fn backoff_for(opts: &PublisherOptions) -> backoff::ExponentialBackoff {
 
 async fn connect(opts: &PublisherOptions) -> lapin::Result<Link> {
     let props = ConnectionProperties::default().with_connection_name(opts.connection_name.clone().into());
-    let connection = Connection::connect(opts.url.expose_secret(), props).await?;
-    match open_channels(&connection, opts).await {
-        Ok(channels) => Ok(Link { connection, channels, next: AtomicUsize::new(0) }),
+    let connected = opts.nodes.connect(props).await?;
+    let (connection, node) = (connected.connection, connected.node);
+    let setup = tokio::time::timeout(SETUP_TIMEOUT, open_channels(&connection, opts)).await.unwrap_or_else(|_| {
+        Err(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "channel setup timed out")))
+    });
+    match setup {
+        Ok(channels) => Ok(Link { connection, node, channels, next: AtomicUsize::new(0) }),
         Err(e) => {
             // Do not leak a half-set-up connection on every retry.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "setup failed".into())).await;
@@ -274,15 +292,16 @@ async fn supervise(inner: Arc<Inner>) {
     loop {
         let attempt = tokio::select! {
             () = inner.cancel.cancelled() => break,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&inner.opts)) => r,
+            r = connect(&inner.opts) => r,
         };
         match attempt {
-            Ok(Ok(link)) => {
+            Ok(link) => {
                 let link = Arc::new(link);
                 let mut events = link.connection.events_listener();
                 inner.set(Some(link.clone()));
                 backoff.reset();
-                tracing::info!(connection = %name, "connected to RabbitMQ");
+                tracing::info!(connection = %name, node = %link.node, "connected to RabbitMQ");
+                let node = link.node.clone();
                 let reason = tokio::select! {
                     () = inner.cancel.cancelled() => None,
                     () = inner.broken.notified() => Some("a publish failed or was not confirmed in time".to_owned()),
@@ -300,12 +319,11 @@ async fn supervise(inner: Arc<Inner>) {
                 match reason {
                     None => break,
                     Some(reason) => {
-                        tracing::warn!(connection = %name, %reason, "lost RabbitMQ connection; reconnecting")
+                        tracing::warn!(connection = %name, %node, %reason, "lost RabbitMQ connection; reconnecting")
                     }
                 }
             }
-            Ok(Err(e)) => tracing::warn!(connection = %name, error = %e, "cannot connect to RabbitMQ"),
-            Err(_) => tracing::warn!(connection = %name, "connecting to RabbitMQ timed out"),
+            Err(e) => tracing::warn!(connection = %name, error = %e, "cannot connect to RabbitMQ"),
         }
         let delay = backoff.next_backoff().unwrap_or(inner.opts.max_backoff);
         tokio::select! {

@@ -135,6 +135,17 @@ impl Fields {
         SecretString::from(raw)
     }
 
+    /// A comma-separated list of AMQP node URLs, each one checked (`amqp::nodes::parse_list`).
+    pub(super) fn amqp_urls(&mut self, section: &str, key: &str) -> SecretString {
+        let raw = self.string(section, key);
+        if let Err(problems) = crate::amqp::nodes::parse_list(&raw) {
+            for problem in problems {
+                self.problem(section, key, problem);
+            }
+        }
+        SecretString::from(raw)
+    }
+
     pub(super) fn http_url(&mut self, section: &str, key: &str) -> String {
         let raw = self.string(section, key).trim_end_matches('/').to_owned();
         if !(raw.starts_with("https://") || raw.starts_with("http://")) {

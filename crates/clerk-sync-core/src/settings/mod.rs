@@ -55,7 +55,12 @@ pub struct WebhookSettings {
 
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
+    /// One node URL or several, comma-separated (the nodes of one cluster); see `amqp::Nodes`.
     pub url: SecretString,
+    /// Given to every node URL that sets no `?heartbeat=` (zero: the broker's value).
+    pub heartbeat: Duration,
+    /// Longest the TCP and AMQP handshake with one node may take before the next node is tried.
+    pub connect_timeout: Duration,
     pub prefix: String,
     pub confirm_timeout: Duration,
     pub publisher_channels: usize,
@@ -188,7 +193,9 @@ impl Settings {
         let settings = Settings {
             webhook: WebhookSettings { signing_secrets: f.signing_secrets("webhook", "signing_secret") },
             amqp: AmqpSettings {
-                url: f.secret_url("amqp", "url", &["amqp", "amqps"]),
+                url: f.amqp_urls("amqp", "url"),
+                heartbeat: f.duration("amqp", "heartbeat"),
+                connect_timeout: f.duration("amqp", "connect_timeout"),
                 prefix: f.name("amqp", "prefix"),
                 confirm_timeout: f.duration("amqp", "confirm_timeout"),
                 publisher_channels: f.positive("amqp", "publisher_channels"),

@@ -22,6 +22,11 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A comma-separated list of URLs, each redacted.
+fn redact_urls(list: &str) -> String {
+    list.split(',').map(|url| redact_url(url.trim())).collect::<Vec<_>>().join(",")
+}
+
 fn d(duration: Duration) -> String {
     format!("\"{}\"", humantime::format_duration(duration))
 }
@@ -40,7 +45,9 @@ pub(super) fn render(cfg: &Settings) -> String {
         (
             "amqp",
             vec![
-                ("url", s(&redact_url(cfg.amqp.url.expose_secret()))),
+                ("url", s(&redact_urls(cfg.amqp.url.expose_secret()))),
+                ("heartbeat", d(cfg.amqp.heartbeat)),
+                ("connect_timeout", d(cfg.amqp.connect_timeout)),
                 ("prefix", s(&cfg.amqp.prefix)),
                 ("confirm_timeout", d(cfg.amqp.confirm_timeout)),
                 ("publisher_channels", cfg.amqp.publisher_channels.to_string()),

@@ -168,3 +168,18 @@ fn the_body_budget_must_hold_at_least_one_body_of_the_largest_size() {
         .with_env("CLERK_SYNC__GATEWAY__MAX_BUFFERED_BYTES", "65536");
     assert_eq!(load(&equal).unwrap().gateway.max_buffered_bytes, 65536);
 }
+
+#[test]
+fn amqp_url_takes_a_list_of_nodes_checks_each_and_redacts_each_password() {
+    let list = "amqp://svc:hunter2@rabbit-0:5672/%2f, amqp://svc:hunter2@rabbit-1:5672/%2f";
+    let cfg = load(&Sources::default().with_env("AMQP_URL", list)).unwrap();
+    let text = cfg.render_redacted();
+    assert!(text.contains("amqp://svc:[redacted]@rabbit-0:5672/%2f,amqp://svc:[redacted]@rabbit-1:5672/%2f"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let bad = "amqp://svc:hunter2@rabbit-0:5672/%2f,rabbit-1:hunter2";
+    let err = load(&Sources::default().with_env("AMQP_URL", bad)).unwrap_err();
+    assert_eq!(keys(&err), vec!["amqp.url"]);
+    let text = err.to_string();
+    assert!(text.contains("URL #2 of 2") && !text.contains("hunter2"), "{text}");
+}

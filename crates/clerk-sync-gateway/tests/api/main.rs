@@ -9,5 +9,6 @@ mod config;
 mod early_refusal;
 mod helpers;
 mod load;
+mod nodes;
 mod shutdown;
 mod webhook;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clerk_sync_core::amqp::{Publisher, PublisherOptions, Topology};
+use clerk_sync_core::amqp::{Nodes, Publisher, PublisherOptions, Topology};
 use clerk_sync_core::settings::{Settings, Sources};
 use clerk_sync_store::db;
 
@@ -50,7 +50,10 @@ async fn sslmode_verify_full_refuses_a_certificate_it_cannot_verify() {
 #[tokio::test]
 async fn an_amqps_url_never_falls_back_to_plaintext() {
     let publisher = Publisher::start(PublisherOptions {
-        url: "amqps://guest:guest@127.0.0.1:5672/%2f".to_owned().into(),
+        nodes: std::sync::Arc::new(
+            Nodes::parse("amqps://guest:guest@127.0.0.1:5672/%2f", Duration::from_secs(5), Duration::from_secs(3))
+                .unwrap(),
+        ),
         connection_name: "tls-test".to_owned(),
         topology: Topology::new(clerk_sync_testkit::unique_prefix("tls"), 20),
         retry_delays: Vec::new(),

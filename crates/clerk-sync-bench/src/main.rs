@@ -13,7 +13,7 @@ use clerk_sync_bench::corpus::Corpus;
 use clerk_sync_bench::env::BenchEnv;
 use clerk_sync_bench::http1::Target;
 use clerk_sync_bench::loadgen::{self, LoadSpec};
-use clerk_sync_bench::phases::{self, Bench, Options, SoakOptions};
+use clerk_sync_bench::phases::{self, Bench, Options, Phase, SoakOptions, Suite};
 use clerk_sync_bench::procs::{self, Paths};
 use clerk_sync_bench::report;
 use secrecy::SecretString;
@@ -70,6 +70,26 @@ enum Command {
     Loadgen(LoadgenArgs),
     /// Delete what interrupted runs left behind: unused clerk_bench_* databases and their queues.
     Cleanup,
+    /// Print the targets the table judges figures against, with where each was asked for.
+    Targets,
+}
+
+impl Command {
+    /// The measuring commands: which suite, with which knobs; `None` for the others.
+    fn suite(self) -> Option<(Suite, Knobs)> {
+        Some(match self {
+            Command::All(k) => (Suite::All, k),
+            Command::Broker(k) => (Suite::Broker, k),
+            Command::Gateway(k) => (Suite::Gateway, k),
+            Command::Database(k) => (Suite::Database, k),
+            Command::Worker(k) => (Suite::Worker, k),
+            Command::E2e(k) => (Suite::E2e, k),
+            Command::Dlq(k) => (Suite::Dlq, k),
+            Command::Reconcile(k) => (Suite::Reconcile, k),
+            Command::Micro(k) => (Suite::Micro, k),
+            Command::Soak(_) | Command::Loadgen(_) | Command::Cleanup | Command::Targets => return None,
+        })
+    }
 }
 
 #[derive(Args, Clone)]
@@ -183,16 +203,15 @@ async fn main() -> ExitCode {
     let result = match command {
         Command::Loadgen(args) => loadgen_command(args).await,
         Command::Cleanup => cleanup_command().await,
-        Command::All(k) => bench("all", k.into(), cli).await,
-        Command::Broker(k) => bench("broker", k.into(), cli).await,
-        Command::Gateway(k) => bench("gateway", k.into(), cli).await,
-        Command::Database(k) => bench("database", k.into(), cli).await,
-        Command::Worker(k) => bench("worker", k.into(), cli).await,
-        Command::E2e(k) => bench("e2e", k.into(), cli).await,
-        Command::Dlq(k) => bench("dlq", k.into(), cli).await,
-        Command::Reconcile(k) => bench("reconcile", k.into(), cli).await,
-        Command::Micro(k) => bench("micro", k.into(), cli).await,
         Command::Soak(a) => soak(a.into(), cli).await,
+        Command::Targets => {
+            print!("{}", phases::targets::table());
+            Ok(true)
+        }
+        measuring => match measuring.suite() {
+            Some((suite, knobs)) => bench(suite, knobs.into(), cli).await,
+            None => unreachable!("the other commands are matched above"),
+        },
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -234,9 +253,12 @@ async fn cleanup_command() -> anyhow::Result<bool> {
     Ok(true)
 }
 
-async fn run_phases(b: &mut Bench, command: &str) -> anyhow::Result<()> {
-    let all = command == "all";
-    let ceilings = b.opts.ceilings;
+async fn run_phases(b: &mut Bench, suite: Suite) -> anyhow::Result<()> {
+    let runs = |phase| suite.runs(phase, b.opts.ceilings);
+    let (micro, broker, gateway, database) =
+        (runs(Phase::Micro), runs(Phase::Broker), runs(Phase::Gateway), runs(Phase::Database));
+    let (worker, e2e, dlq, reconcile) =
+        (runs(Phase::Worker), runs(Phase::E2e), runs(Phase::Dlq), runs(Phase::Reconcile));
     let mut clock = Instant::now();
     let mut lap = |b: &mut Bench, phase: &str| {
         let seconds = clock.elapsed().as_secs_f64();
@@ -244,50 +266,44 @@ async fn run_phases(b: &mut Bench, command: &str) -> anyhow::Result<()> {
         b.details.entry("phase_seconds").or_insert_with(|| json!({}))[phase] = json!(seconds);
         clock = Instant::now();
     };
-    if all || command == "micro" {
+    if micro {
         b.micro()?;
         lap(b, "micro");
     }
-    let (broker, gateway) = match command {
-        "all" => (true, true),
-        "broker" => (true, false),
-        "gateway" => (ceilings, true),
-        _ => (false, false),
-    };
     if broker || gateway {
         phases::broker_and_gateway(b, broker, gateway).await?;
         lap(b, "broker_and_gateway");
     }
-    if all || command == "database" || (command == "worker" && ceilings) {
+    if database {
         phases::database(b).await?;
         lap(b, "database");
     }
-    if all || command == "worker" {
+    if worker {
         phases::workers(b).await?;
         lap(b, "worker");
     }
-    if all || command == "e2e" {
+    if e2e {
         phases::e2e(b).await?;
         lap(b, "e2e");
     }
-    if all || command == "dlq" {
+    if dlq {
         phases::dlq(b).await?;
         lap(b, "dlq");
     }
-    if all || command == "reconcile" {
+    if reconcile {
         phases::reconcile(b).await?;
         lap(b, "reconcile");
     }
     Ok(())
 }
 
-/// Runs `command`'s phases, then always cleans up, prints the table and writes the JSON.
-async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool> {
-    let needs_services = matches!(command, "all" | "gateway" | "worker" | "e2e");
-    if needs_services && !cli.no_build {
+/// Runs `suite`'s phases, then always cleans up, prints the table and writes the JSON.
+async fn bench(suite: Suite, opts: Options, cli: &Flags) -> anyhow::Result<bool> {
+    let command = suite.name();
+    if suite.needs_services() && !cli.no_build {
         procs::build_services()?;
     }
-    if matches!(command, "all" | "dlq" | "reconcile") && !cli.no_build {
+    if suite.needs_cli() && !cli.no_build {
         procs::build_cli()?;
     }
     let paths = Paths::discover();
@@ -298,7 +314,7 @@ async fn bench(command: &str, opts: Options, cli: &Flags) -> anyhow::Result<bool
     let run_id = b.env.run_id.clone();
     // On Ctrl-C the phase is dropped (its services are killed) and the run still cleans up.
     let result = tokio::select! {
-        r = run_phases(&mut b, command) => r,
+        r = run_phases(&mut b, suite) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     b.memory_rows();

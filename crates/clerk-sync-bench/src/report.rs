@@ -17,6 +17,17 @@ pub enum Target {
     RatioAtLeast(f64),
 }
 
+impl Target {
+    /// The threshold as the table's target column shows it, in the figure's `unit`.
+    pub fn describe(&self, unit: &str) -> String {
+        match *self {
+            Target::AtLeast(t) => format!(">= {}", number(t, unit)),
+            Target::AtMost(t) => format!("<= {}", number(t, unit)),
+            Target::RatioAtLeast(t) => format!(">= {t:.2}x ceiling"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub figure: String,
@@ -25,6 +36,8 @@ pub struct Row {
     pub ceiling: Option<f64>,
     pub ratio: Option<f64>,
     pub target: Option<Target>,
+    /// Where the target was asked for (`phases::targets`).
+    pub source: Option<&'static str>,
     /// `None` when there is no target, or a ratio target without a ceiling in this run.
     pub pass: Option<bool>,
     pub note: String,
@@ -39,6 +52,7 @@ impl Row {
             ceiling: None,
             ratio: None,
             target: None,
+            source: None,
             pass: None,
             note: String::new(),
         }
@@ -53,6 +67,12 @@ impl Row {
     pub fn target(mut self, target: Target) -> Self {
         self.target = Some(target);
         self.judge()
+    }
+
+    /// Judges the row against one of the bench's targets (`phases::targets::TARGETS`).
+    pub fn goal(mut self, goal: &crate::phases::targets::Goal) -> Self {
+        self.source = Some(goal.source);
+        self.target(goal.target)
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Self {
@@ -92,12 +112,7 @@ fn number(v: f64, unit: &str) -> String {
 }
 
 fn target_text(row: &Row) -> String {
-    match row.target {
-        Some(Target::AtLeast(t)) => format!(">= {}", number(t, row.unit)),
-        Some(Target::AtMost(t)) => format!("<= {}", number(t, row.unit)),
-        Some(Target::RatioAtLeast(t)) => format!(">= {t:.2}x ceiling"),
-        None => String::new(),
-    }
+    row.target.map(|t| t.describe(row.unit)).unwrap_or_default()
 }
 
 /// The table as text, one row per figure; notes follow it, numbered.
@@ -178,6 +193,9 @@ mod tests {
         assert_eq!(row.pass, None, "no ceiling in this run: no verdict");
         let row = Row::new("p99", 5.0, "ms").target(Target::AtMost(20.0)).require_no_errors(3);
         assert_eq!(row.pass, Some(false));
+        let judged =
+            Row::new("worker x1 events/s", 9_000.0, "events/s").goal(&crate::phases::targets::WORKER_EVENTS_PER_S);
+        assert_eq!((judged.pass, judged.source), (Some(false), Some("original brief")));
         let text = table(&[row]);
         assert!(text.contains("FAIL") && text.contains("<= 20.0 ms") && text.contains("3 errors"));
     }

@@ -21,10 +21,10 @@ use lapin::{Confirmation, Connection};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::Bench;
+use super::{Bench, targets};
 use crate::broker;
 use crate::procs::{self, Paths};
-use crate::report::{Row, Target};
+use crate::report::Row;
 
 /// Dead letters in the queue the replay empties (the figure).
 const LETTERS: usize = 100_000;
@@ -157,13 +157,13 @@ pub async fn dlq(b: &mut Bench) -> anyhow::Result<()> {
     };
     b.rows.push(
         Row::new(format!("dlq replay of {}k dead letters", letters / 1000), rate, "msg/s")
-            .target(Target::AtLeast(5_000.0))
+            .goal(&targets::DLQ_REPLAY_PER_S)
             .require_no_errors(incomplete)
             .note(note),
     );
     b.rows.push(
         Row::new(format!("CLI peak RSS replaying {}k dead letters", letters / 1000), mib, "MiB")
-            .target(Target::AtMost(100.0))
+            .goal(&targets::DLQ_CLI_RSS_MIB)
             .note("VmHWM of the clerk-sync process, read from /proc every 5 ms while it ran"),
     );
     b.details.insert(

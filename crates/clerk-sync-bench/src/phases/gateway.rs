@@ -16,18 +16,18 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::json;
 
-use super::Bench;
+use super::{Bench, targets};
 use crate::broker::ChannelSearch;
 use crate::corpus::Corpus;
 use crate::http1::Target as Url;
 use crate::loadgen::{self, LoadReport, LoadSpec};
 use crate::procs::Service;
-use crate::report::{Row, Target};
+use crate::report::Row;
 use crate::{broker, cpu};
 
-/// Concurrency at which the issue sets the gateway-to-broker target.
+/// Concurrency at which `targets::GATEWAY_VS_BROKER` applies.
 pub(super) const TARGET_CONCURRENCY: usize = 64;
-/// The open-loop rate at which the issue sets the p99 target.
+/// The open-loop rate at which `targets::GATEWAY_OPEN_P99_MS` applies.
 const TARGET_RATE: f64 = 5_000.0;
 /// What the gateway answers a request whose signature it cannot verify.
 const REFUSED: u16 = 401;
@@ -252,7 +252,7 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
             let mut row = Row::new(format!("gateway closed c{c} throughput"), r.throughput, "req/s")
                 .ceiling(ceiling.map(|x| x.0));
             if c == TARGET_CONCURRENCY {
-                row = row.target(Target::RatioAtLeast(0.8)).require_no_errors(errors);
+                row = row.goal(&targets::GATEWAY_VS_BROKER).require_no_errors(errors);
             }
             let rounds_note = if rounds > 1 {
                 let ratios: Vec<String> = brokers
@@ -320,7 +320,7 @@ pub async fn broker_and_gateway(b: &mut Bench, with_broker: bool, with_gateway: 
             gw.sample_rss();
             let mut row = Row::new(format!("gateway open {rate:.0}/s p99"), r.latency.p99_ms, "ms").ceiling(broker_p99);
             if (rate - TARGET_RATE).abs() < f64::EPSILON {
-                row = row.target(Target::AtMost(20.0));
+                row = row.goal(&targets::GATEWAY_OPEN_P99_MS);
             }
             let note = format!(
                 "achieved {:.0} req/s over {connections} conns; {}; ceiling = broker p99 at the same rate over \

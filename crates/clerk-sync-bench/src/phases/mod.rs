@@ -7,6 +7,7 @@ mod e2e;
 mod gateway;
 mod reconcile;
 mod soak;
+pub mod targets;
 mod tuning;
 mod worker;
 
@@ -21,7 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::corpus::Corpus;
 use crate::env::BenchEnv;
 use crate::procs::Paths;
-use crate::report::{Row, Target};
+use crate::report::Row;
 use crate::workload::{self, Workload};
 
 pub use dlq::dlq;
@@ -30,6 +31,77 @@ pub use gateway::broker_and_gateway;
 pub use reconcile::reconcile;
 pub use soak::{SoakOptions, soak};
 pub use worker::{database, workers};
+
+/// What a `clerk-sync-bench` command measures: every phase (`All`, what `make bench` runs) or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suite {
+    All,
+    Broker,
+    Gateway,
+    Database,
+    Worker,
+    E2e,
+    Dlq,
+    Reconcile,
+    Micro,
+}
+
+impl Suite {
+    /// The subcommand's name, as the report and `results.json` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::All => "all",
+            Suite::Broker => "broker",
+            Suite::Gateway => "gateway",
+            Suite::Database => "database",
+            Suite::Worker => "worker",
+            Suite::E2e => "e2e",
+            Suite::Dlq => "dlq",
+            Suite::Reconcile => "reconcile",
+            Suite::Micro => "micro",
+        }
+    }
+
+    /// Starts the release gateway and/or worker.
+    pub fn needs_services(self) -> bool {
+        matches!(self, Suite::All | Suite::Gateway | Suite::Worker | Suite::E2e)
+    }
+
+    /// Runs the release `clerk-sync`.
+    pub fn needs_cli(self) -> bool {
+        matches!(self, Suite::All | Suite::Dlq | Suite::Reconcile)
+    }
+
+    /// Whether this suite runs `phase`; `ceilings` is `Options::ceilings` (the broker and
+    /// database ceilings the gateway and worker phases measure first unless told not to).
+    pub fn runs(self, phase: Phase, ceilings: bool) -> bool {
+        use Suite as S;
+        match phase {
+            Phase::Broker => matches!(self, S::All | S::Broker) || (self == S::Gateway && ceilings),
+            Phase::Gateway => matches!(self, S::All | S::Gateway),
+            Phase::Database => matches!(self, S::All | S::Database) || (self == S::Worker && ceilings),
+            Phase::Micro => matches!(self, S::All | S::Micro),
+            Phase::Worker => matches!(self, S::All | S::Worker),
+            Phase::E2e => matches!(self, S::All | S::E2e),
+            Phase::Dlq => matches!(self, S::All | S::Dlq),
+            Phase::Reconcile => matches!(self, S::All | S::Reconcile),
+        }
+    }
+}
+
+/// One step of a run, in the order `all` runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Micro,
+    Broker,
+    Gateway,
+    Database,
+    Worker,
+    E2e,
+    Dlq,
+    Reconcile,
+}
 
 /// Everything the phases can be told; `Default` is what `make bench` runs.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -179,7 +251,7 @@ impl Bench {
         );
         self.rows.push(
             Row::new(format!("verify + parse, {} B event", m.body_bytes), m.verify_parse_us, "µs")
-                .target(Target::AtMost(10.0))
+                .goal(&targets::VERIFY_PARSE_US)
                 .note(format!("Svix verification {:.2} µs + envelope parsing {:.2} µs", m.verify_us, m.parse_us)),
         );
         self.rows.push(
@@ -198,11 +270,11 @@ impl Bench {
     pub fn memory_rows(&mut self) {
         if self.gateway_rss_kib > 0 {
             let mib = self.gateway_rss_kib as f64 / 1024.0;
-            self.rows.push(Row::new("gateway peak RSS under load", mib, "MiB").target(Target::AtMost(64.0)));
+            self.rows.push(Row::new("gateway peak RSS under load", mib, "MiB").goal(&targets::GATEWAY_RSS_MIB));
         }
         if self.worker_rss_kib > 0 {
             let mib = self.worker_rss_kib as f64 / 1024.0;
-            self.rows.push(Row::new("worker peak RSS under load", mib, "MiB").target(Target::AtMost(128.0)));
+            self.rows.push(Row::new("worker peak RSS under load", mib, "MiB").goal(&targets::WORKER_RSS_MIB));
         }
     }
 
@@ -215,5 +287,32 @@ impl Bench {
             self.env.cleanup().await;
         }
         (self.rows, self.details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Phase, Suite};
+
+    #[test]
+    fn all_runs_every_phase_and_a_single_suite_runs_its_own_and_the_ceiling_it_is_judged_against() {
+        let phases = [
+            Phase::Micro,
+            Phase::Broker,
+            Phase::Gateway,
+            Phase::Database,
+            Phase::Worker,
+            Phase::E2e,
+            Phase::Dlq,
+            Phase::Reconcile,
+        ];
+        assert!(phases.iter().all(|p| Suite::All.runs(*p, true)));
+        let ran =
+            |s: Suite, ceilings: bool| phases.iter().filter(|p| s.runs(**p, ceilings)).copied().collect::<Vec<_>>();
+        assert_eq!(ran(Suite::Gateway, true), [Phase::Broker, Phase::Gateway]);
+        assert_eq!(ran(Suite::Gateway, false), [Phase::Gateway]);
+        assert_eq!(ran(Suite::Worker, true), [Phase::Database, Phase::Worker]);
+        assert_eq!(ran(Suite::Broker, false), [Phase::Broker]);
+        assert_eq!(ran(Suite::Dlq, true), [Phase::Dlq]);
     }
 }

@@ -21,9 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use super::Bench;
+use super::{Bench, targets};
 use crate::procs;
-use crate::report::{Row, Target};
+use crate::report::Row;
 
 const USERS: usize = 100_000;
 const ORGS: usize = 10_000;
@@ -213,7 +213,7 @@ pub async fn reconcile(b: &mut Bench) -> anyhow::Result<()> {
     );
     b.rows.push(
         Row::new("CLI peak RSS reconciling 100k users + 10k orgs", mib, "MiB")
-            .target(Target::AtMost(128.0))
+            .goal(&targets::RECONCILE_CLI_RSS_MIB)
             .note("VmHWM of the clerk-sync process during --fix, read from /proc every 5 ms"),
     );
     b.details.insert(

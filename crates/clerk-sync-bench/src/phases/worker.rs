@@ -12,9 +12,9 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
-use super::Bench;
+use super::{Bench, targets};
 use crate::procs::{Service, sum_metric};
-use crate::report::{Row, Target};
+use crate::report::Row;
 use crate::{broker, cpu, dbceiling};
 
 const EVENTS_METRIC: &str = "clerk_sync_worker_events_total";
@@ -131,7 +131,7 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         if n == 1 {
             b.rows.push(
                 Row::new("worker x1 events/s", rate, "events/s")
-                    .target(Target::AtLeast(10_000.0))
+                    .goal(&targets::WORKER_EVENTS_PER_S)
                     .require_no_errors(failures)
                     .note(note.clone()),
             );
@@ -139,7 +139,7 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         let mut row =
             Row::new(format!("worker x{n} events/s vs database ceiling"), rate, "events/s").ceiling(b.db_ceiling);
         if n == 1 {
-            row = row.target(Target::RatioAtLeast(0.75));
+            row = row.goal(&targets::WORKER_VS_DATABASE);
         }
         b.rows.push(row.require_no_errors(failures).note(if n == 1 { String::new() } else { note }));
         b.detail(

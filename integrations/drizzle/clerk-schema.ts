@@ -47,6 +47,7 @@ export const users = clerk.table(
     unsafeMetadata: jsonb("unsafe_metadata").$type<ClerkMetadata>(),
     banned: boolean("banned"),
     locked: boolean("locked"),
+    twoFactorEnabled: boolean("two_factor_enabled"),
     lastSignInAt: ts("last_sign_in_at"),
     createdAt: ts("created_at"),
     /** Clerk's `updated_at`: clerk-sync's ordering guard compares it. */

@@ -32,8 +32,8 @@ grant usage on schema clerk to authenticated, service_role;
 
 grant select (
   id, external_id, username, first_name, last_name, primary_email_address, primary_phone_number,
-  image_url, public_metadata, unsafe_metadata, banned, locked, last_sign_in_at, created_at,
-  updated_at, deleted_at
+  image_url, public_metadata, unsafe_metadata, banned, locked, two_factor_enabled, last_sign_in_at,
+  created_at, updated_at, deleted_at
 ) on clerk.users to authenticated;
 
 grant select (
@@ -107,7 +107,7 @@ grant execute on function clerk.is_member_of(text, text[]) to authenticated, ser
 create or replace view public.clerk_users with (security_invoker = true) as
   select id, external_id, username, first_name, last_name, primary_email_address,
          primary_phone_number, image_url, public_metadata, unsafe_metadata, banned, locked,
-         last_sign_in_at, created_at, updated_at
+         two_factor_enabled, last_sign_in_at, created_at, updated_at
     from clerk.users
    where deleted_at is null;
 

@@ -157,6 +157,7 @@ impl Processor {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.give_up.cancelled() => return Vec::new(),
+                () = crate::lanes::channel_gone() => return Vec::new(),
             }
             failed = refused.into_iter().map(|(d, f, _)| (d, f)).collect();
         }
@@ -230,14 +231,10 @@ impl Processor {
         Ok(outcomes)
     }
 
+    /// Short first waits, so a brief blip (a failover, a restart) costs little; at most 10 s, so a
+    /// returning database is noticed soon without hammering one that is still down.
     fn transient_backoff(&self) -> backoff::ExponentialBackoff {
-        backoff::ExponentialBackoff {
-            initial_interval: Duration::from_millis(100),
-            current_interval: Duration::from_millis(100),
-            max_interval: Duration::from_secs(10),
-            max_elapsed_time: None,
-            ..Default::default()
-        }
+        clerk_sync_core::backoff::exponential(Duration::from_millis(100), Duration::from_secs(10))
     }
 
     /// Waits out an outage; `None` if shutdown gives up first. A conflict (deadlock, serialization)
@@ -257,6 +254,8 @@ impl Processor {
         tokio::select! {
             () = tokio::time::sleep(delay) => Some(()),
             () = self.give_up.cancelled() => None,
+            // Its channel is gone: these deliveries can no longer be acked (see `lanes`).
+            () = crate::lanes::channel_gone() => None,
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct User {
     #[serde(default)]
     pub locked: Option<bool>,
     #[serde(default)]
+    pub two_factor_enabled: Option<bool>,
+    #[serde(default)]
     pub last_sign_in_at: Option<i64>,
     #[serde(default)]
     pub created_at: Option<i64>,

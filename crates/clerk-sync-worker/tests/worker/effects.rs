@@ -15,6 +15,7 @@ async fn a_created_user_is_stored_with_its_primary_email_resolved_and_exact_time
     let worker = env.start_worker().await;
     let mut data = user("user_a", "Ada", "ada@example.com", T + 123);
     data["last_sign_in_at"] = json!(T + 7);
+    data["two_factor_enabled"] = json!(true);
     env.publish_event(&svix_id(), &envelope("user.created", data, T + 200)).await;
     env.wait_processed(1, Duration::from_secs(10)).await;
 
@@ -26,6 +27,7 @@ async fn a_created_user_is_stored_with_its_primary_email_resolved_and_exact_time
     assert_eq!(row["public_metadata"], json!({"role": "member"}));
     assert_eq!(row["unsafe_metadata"], json!({"theme": "dark"}));
     assert_eq!(row["banned"], false);
+    assert_eq!(row["two_factor_enabled"], true);
     assert_eq!(row["updated_at"], "2024-05-28T08:00:00.123+00:00", "milliseconds kept exactly");
     assert_eq!(row["last_sign_in_at"], "2024-05-28T08:00:00.007+00:00");
     assert_eq!(row["raw"]["id"], "user_a");

@@ -34,6 +34,8 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<Ve
     let fresh = record_events(conn, batch, &first, &recorded).await?;
     // Usually nothing was recorded before, and the plan of the fresh events is the likely one.
     let plan = if fresh == first { likely } else { Plan::build(batch, &fresh) };
+    // The change feed's triggers read the svix-ids of deletions from the transaction (migration 10).
+    crate::feed::name_deletions(conn, batch, &fresh).await?;
     let alive = write(conn, &plan).await?;
     let outcomes = outcome::decide_all(batch, &fresh, &plan, Some(&alive));
     let corrections: Vec<(&str, &str)> = (0..batch.len())

@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: &Settings, command: Command, out: Output) -> anyhow::Result<()> {
-    let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
+    let topology = Topology::from_settings(&settings.amqp);
     let nodes = Nodes::from_settings(&settings.amqp);
     match command {
         Command::Dlq(DlqCommand::Stats) => dlq::stats(&nodes, &topology, out).await,

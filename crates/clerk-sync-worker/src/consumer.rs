@@ -3,21 +3,28 @@
 //! The prefetch window bounds what is in hand: a stalled database stops acks, so the broker stops
 //! delivering. Reconnects with backoff when the broker goes away. On shutdown it cancels the
 //! consumer, lets the batches in hand finish, and closes cleanly.
+//!
+//! When a channel is lost its lanes drop what they hold, and the next channel opens only once they
+//! have ended: one prefetch in hand, however many reconnects. While the database is paused on a
+//! condition the health probe can see end (unreachable, read-only, ...), no new consumer starts: a
+//! channel the broker closed for `consumer_timeout` (or lost with its node) during a long outage
+//! then returns each message once, not once per timeout, so the queue's delivery limit is never
+//! approached by an outage, however long.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
-use clerk_sync_core::amqp::{Nodes, Topology, declare_topology};
+use clerk_sync_core::amqp::{Nodes, Topology, declare_topology_on};
 use futures_util::StreamExt;
+use lapin::ConnectionProperties;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::ConnectionProperties;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acks::AckWindow;
-use crate::lanes::Lanes;
+use crate::lanes::{LaneControl, Lanes};
 use crate::process::Processor;
 
 #[derive(Debug, Clone)]
@@ -51,6 +58,9 @@ pub async fn run(opts: ConsumerOptions, processor: Arc<Processor>, shutdown: Can
         ..Default::default()
     };
     loop {
+        if !wait_for_database(&processor, &shutdown).await {
+            break;
+        }
         processor.metrics.set_state("disconnected");
         match consume_once(&opts, &processor, &shutdown, &tracker, &mut backoff).await {
             Ok(Ended::Shutdown) => break,
@@ -66,6 +76,27 @@ pub async fn run(opts: ConsumerOptions, processor: Arc<Processor>, shutdown: Can
     processor.metrics.set_state("stopped");
 }
 
+/// Holds off consuming while the database is paused on a condition the health probe can see end;
+/// `false` if shutdown came first. Conditions only a write can clear (a statement timeout, a
+/// conflict) do not hold it off: consuming is how the worker learns they are over.
+async fn wait_for_database(processor: &Processor, shutdown: &CancellationToken) -> bool {
+    let mut announced = false;
+    while let Some(condition) = processor.health.condition().filter(|c| c.probe_can_clear()) {
+        if !announced {
+            tracing::info!(
+                condition = condition.as_str(),
+                "not consuming until the database is back (its messages wait in the queue)"
+            );
+            announced = true;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    true
+}
+
 async fn consume_once(
     opts: &ConsumerOptions,
     processor: &Arc<Processor>,
@@ -76,8 +107,9 @@ async fn consume_once(
     let props = ConnectionProperties::default().with_connection_name("clerk-sync-worker".into());
     let connected = opts.nodes.connect(props).await?;
     let (connection, node) = (connected.connection, connected.node);
+    // A queue declared by an older release with other arguments is kept (and logged with advice).
+    declare_topology_on(&connection, &opts.topology, &opts.retry_delays).await?;
     let channel = connection.create_channel().await?;
-    declare_topology(&channel, &opts.topology, &opts.retry_delays).await?;
     channel.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
     let tag = format!("clerk-sync-worker-{}", std::process::id());
     let mut consumer = channel
@@ -95,9 +127,9 @@ async fn consume_once(
     tracing::info!(queue = %opts.topology.queue(), prefetch = opts.prefetch, %node, "consuming");
 
     // The lanes of this channel stop with it: acks only work on the channel that delivered.
-    let stop_lanes = shutdown.child_token();
+    let control = LaneControl { stop: shutdown.child_token(), ..LaneControl::default() };
     let lanes =
-        Lanes::start(opts.concurrency, processor, &acks, (opts.batch_size, opts.batch_linger), &stop_lanes, tracker);
+        Lanes::start(opts.concurrency, processor, &acks, (opts.batch_size, opts.batch_linger), &control, tracker);
     let ended = loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => break Ended::Shutdown,
@@ -110,8 +142,9 @@ async fn consume_once(
         }
     };
     // Lanes finish the batch in hand; what is still queued returns to the broker.
-    stop_lanes.cancel();
+    control.stop.cancel();
     drop(lanes);
+    control.tasks.close();
     if matches!(ended, Ended::Shutdown) {
         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
         // Let in-flight batches ack on this channel before it closes; unacked prefetched messages
@@ -121,6 +154,14 @@ async fn consume_once(
         acks.flush().await;
         let _ = channel.close(200, "shutting down".into()).await;
         let _ = connection.close(200, "shutting down".into()).await;
+    } else {
+        // Nothing in hand can be acked any more (the broker requeues it when the channel goes):
+        // the lanes drop it, the batch paused on the database too, and the next channel waits for
+        // them, so deliveries never pile up across reconnects.
+        control.gone.cancel();
+        control.tasks.wait().await;
+        drop(consumer);
+        let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "reconnecting".into())).await;
     }
     Ok(ended)
 }

@@ -13,12 +13,21 @@
 //! dedup insert of a later batch finds the earlier one committed. Only a user deletion reaches
 //! across lanes (its memberships live in their organizations' lanes); the advisory locks in
 //! `clerk.apply_changes` serialize exactly those pairs.
+//!
+//! The lanes of one channel live and die with it ([`LaneControl`]): once the channel is gone its
+//! deliveries can never be acked, so the lanes drop what is queued at once and the batch in hand at
+//! its next wait ([`channel_gone`]: a batch paused on the database gives up; the broker has already
+//! given those messages to someone else), and the consumer starts no new channel until they have.
+//! A batch is never dropped in the middle of a statement: a cancelled query can leave its pooled
+//! connection unusable. Every delivery in hand is counted in `clerk_sync_worker_messages_held`,
+//! which therefore never exceeds one prefetch.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
+use prometheus::IntGauge;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,31 +36,82 @@ use crate::acks::AckWindow;
 use crate::process::{Prepared, Processor};
 use clerk_sync_store::event::Change;
 
+tokio::task_local! {
+    /// The token of the channel whose batch this task is applying.
+    static CHANNEL_GONE: CancellationToken;
+}
+
+/// Resolves once the channel of the batch being applied by this task is gone (never outside a
+/// lane): where a batch waits (a database pause, a settle backoff), it stops waiting and gives up.
+pub async fn channel_gone() {
+    match CHANNEL_GONE.try_with(CancellationToken::clone) {
+        Ok(token) => token.cancelled().await,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// How one channel's lanes are told to stop, and where they run.
+#[derive(Debug, Clone, Default)]
+pub struct LaneControl {
+    /// Stop taking new batches; the batch in hand finishes (and acks on the live channel).
+    pub stop: CancellationToken,
+    /// The channel is gone: drop what is queued, and give up on the batch in hand at its next wait.
+    pub gone: CancellationToken,
+    /// The lane tasks of this channel only, to wait for them before another channel starts.
+    pub tasks: TaskTracker,
+}
+
+/// A delivery counted in `messages_held` from its arrival until it is dropped: settled (the batch
+/// is done with it) or given back (its lane ended with it still queued, or its channel is gone).
+struct InHand {
+    prepared: Prepared,
+    count: HeldCount,
+}
+
+struct HeldCount(IntGauge);
+
+impl HeldCount {
+    fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for HeldCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Sends each delivery to its lane; dropping it lets the lanes end once their channel is empty.
 pub struct Lanes {
-    senders: Vec<mpsc::UnboundedSender<Prepared>>,
+    senders: Vec<mpsc::UnboundedSender<InHand>>,
     hasher: std::hash::RandomState,
+    held: IntGauge,
 }
 
 impl Lanes {
-    /// Starts `count` lane tasks on `tracker`. They stop taking new batches when `stop` fires; the
-    /// messages still queued then are left unacknowledged, for the broker to redeliver.
+    /// Starts `count` lane tasks on `tracker` and `control.tasks`. They stop taking new batches
+    /// when `control.stop` fires (the messages still queued then are left unacknowledged, for the
+    /// broker to redeliver) and drop everything when `control.gone` fires.
     pub fn start(
         count: usize,
         processor: &Arc<Processor>,
         acks: &Arc<AckWindow>,
-        (batch_size, linger): (usize, Duration),
-        stop: &CancellationToken,
+        batching: (usize, Duration),
+        control: &LaneControl,
         tracker: &TaskTracker,
     ) -> Self {
+        let (batch_size, linger) = batching;
         let senders = (0..count.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tracker.spawn(run(rx, processor.clone(), acks.clone(), (batch_size.max(1), linger), stop.clone()));
+                let lane = run(rx, processor.clone(), acks.clone(), (batch_size.max(1), linger), control.clone());
+                tracker.spawn(control.tasks.track_future(lane));
                 tx
             })
             .collect();
-        Self { senders, hasher: std::hash::RandomState::new() }
+        Self { senders, hasher: std::hash::RandomState::new(), held: processor.metrics.messages_held.clone() }
     }
 
     /// Parses `delivery` and queues it on its lane. Unbounded: the prefetch window bounds it.
@@ -65,7 +125,7 @@ impl Lanes {
         let lane = self.lane_of(key);
         // A lane only ends after `stop` or when this sender is dropped; a send to an ended lane
         // drops the delivery unacked, and the broker redelivers it.
-        let _ = self.senders[lane].send(prepared);
+        let _ = self.senders[lane].send(InHand { prepared, count: HeldCount::new(&self.held) });
     }
 
     fn lane_of(&self, key: &str) -> usize {
@@ -91,16 +151,17 @@ fn partition_key(change: &Change) -> Option<&str> {
 }
 
 async fn run(
-    mut rx: mpsc::UnboundedReceiver<Prepared>,
+    mut rx: mpsc::UnboundedReceiver<InHand>,
     processor: Arc<Processor>,
     acks: Arc<AckWindow>,
     (batch_size, linger): (usize, Duration),
-    stop: CancellationToken,
+    control: LaneControl,
 ) {
     loop {
         let first = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = control.gone.cancelled() => break,
+            () = control.stop.cancelled() => break,
             next = rx.recv() => match next {
                 Some(p) => p,
                 None => break,
@@ -120,8 +181,13 @@ async fn run(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        processor.process(batch, &acks).await;
+        let (batch, counts): (Vec<Prepared>, Vec<HeldCount>) = batch.into_iter().map(|h| (h.prepared, h.count)).unzip();
+        // Giving up mid-way is safe: nothing is acked without a commit, and what was committed
+        // but not acked comes back as a duplicate the dedup insert recognises.
+        CHANNEL_GONE.scope(control.gone.clone(), processor.process(batch, &acks)).await;
+        drop(counts);
     }
+    // Whatever is still queued is dropped with `rx` (and uncounted): the broker redelivers it.
 }
 
 #[cfg(test)]

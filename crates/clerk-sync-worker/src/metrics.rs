@@ -25,6 +25,8 @@ pub struct WorkerMetrics {
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
     pub consumer_state: IntGaugeVec,
+    /// Deliveries in hand: received and not yet settled or given back (at most a prefetch).
+    pub messages_held: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -68,6 +70,10 @@ impl WorkerMetrics {
                 Opts::new("clerk_sync_worker_consumer_state", "1 for the consumer's current state."),
                 &["state"],
             )?,
+            messages_held: IntGauge::new(
+                "clerk_sync_worker_messages_held",
+                "Deliveries in hand (received, not yet settled or given back); at most worker.prefetch.",
+            )?,
         };
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.batch_duration.clone()))?;
@@ -83,6 +89,7 @@ impl WorkerMetrics {
         registry.register(Box::new(m.db_pool_size.clone()))?;
         registry.register(Box::new(m.db_pool_idle.clone()))?;
         registry.register(Box::new(m.consumer_state.clone()))?;
+        registry.register(Box::new(m.messages_held.clone()))?;
         m.set_state("disconnected");
         Ok(m)
     }

@@ -63,7 +63,7 @@ impl Application {
         let health = DbHealth::new(metrics.clone());
 
         let publisher = Publisher::start(PublisherOptions::from_settings(settings, "clerk-sync-worker"));
-        let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
+        let topology = Topology::from_settings(&settings.amqp);
         let w = &settings.worker;
         let consumer = ConsumerOptions {
             nodes: Arc::new(Nodes::from_settings(&settings.amqp)),

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clerk_sync_core::amqp::{Nodes, Topology, declare_topology};
+use clerk_sync_core::amqp::{Nodes, Topology, declare_topology_on};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -153,8 +153,8 @@ impl Cursor {
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to RabbitMQ ({}): {e}", nodes.addresses().join(", ")))?
             .connection;
+        declare_topology_on(&connection, topology, &[]).await?;
         let channel = connection.create_channel().await?;
-        declare_topology(&channel, topology, &[]).await?;
         let counters = connection.create_channel().await?;
         let mut cursor = Self {
             connection,

@@ -8,7 +8,7 @@ mod topology;
 
 pub use nodes::{Connected, Nodes};
 pub use publisher::{OutgoingMessage, PublishError, Publisher, PublisherOptions};
-pub use topology::{Topology, declare_topology};
+pub use topology::{KeptQueue, Topology, declare_topology, declare_topology_on, queue_specs, upgrade_advice};
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 

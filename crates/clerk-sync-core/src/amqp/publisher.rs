@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::nodes::Nodes;
-use super::topology::{Topology, declare_topology};
+use super::topology::{Topology, declare_topology_on};
 
 /// Longest declaring the topology and opening the channels may take on a fresh connection (the
 /// handshake itself has the nodes' connect timeout).
@@ -56,7 +56,7 @@ impl PublisherOptions {
         Self {
             nodes: Arc::new(Nodes::from_settings(&settings.amqp)),
             connection_name: connection_name.to_owned(),
-            topology: Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit),
+            topology: Topology::from_settings(&settings.amqp),
             retry_delays: settings.worker.retry_delays.clone(),
             channels: settings.amqp.publisher_channels,
             confirm_timeout: settings.amqp.confirm_timeout,
@@ -274,9 +274,7 @@ async fn connect(opts: &PublisherOptions) -> lapin::Result<Link> {
 }
 
 async fn open_channels(connection: &Connection, opts: &PublisherOptions) -> lapin::Result<Vec<Channel>> {
-    let setup = connection.create_channel().await?;
-    declare_topology(&setup, &opts.topology, &opts.retry_delays).await?;
-    let _ = setup.close(200, "topology declared".into()).await;
+    declare_topology_on(connection, &opts.topology, &opts.retry_delays).await?;
     let mut channels = Vec::with_capacity(opts.channels.max(1));
     for _ in 0..opts.channels.max(1) {
         let channel = connection.create_channel().await?;

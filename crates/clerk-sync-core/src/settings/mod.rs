@@ -67,6 +67,8 @@ pub struct AmqpSettings {
     pub reconnect_min_backoff: Duration,
     pub reconnect_max_backoff: Duration,
     pub delivery_limit: u32,
+    /// Replicas of each quorum queue when it is created (`x-quorum-initial-group-size`).
+    pub quorum_initial_group_size: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +204,7 @@ impl Settings {
                 reconnect_min_backoff: f.duration("amqp", "reconnect_min_backoff"),
                 reconnect_max_backoff: f.duration("amqp", "reconnect_max_backoff"),
                 delivery_limit: f.positive("amqp", "delivery_limit"),
+                quorum_initial_group_size: f.positive("amqp", "quorum_initial_group_size"),
             },
             gateway: GatewaySettings {
                 listen: f.addr("gateway", "listen"),

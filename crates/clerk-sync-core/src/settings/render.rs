@@ -54,6 +54,7 @@ pub(super) fn render(cfg: &Settings) -> String {
                 ("reconnect_min_backoff", d(cfg.amqp.reconnect_min_backoff)),
                 ("reconnect_max_backoff", d(cfg.amqp.reconnect_max_backoff)),
                 ("delivery_limit", cfg.amqp.delivery_limit.to_string()),
+                ("quorum_initial_group_size", cfg.amqp.quorum_initial_group_size.to_string()),
             ],
         ),
         (

@@ -11,4 +11,6 @@ mod migrate;
 mod ordering;
 mod poison;
 mod read_only;
+mod reconnects;
 mod tls;
+mod topology;

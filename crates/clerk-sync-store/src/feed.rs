@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::event::{Change as EventChange, Event};
@@ -16,7 +16,7 @@ use crate::event::{Change as EventChange, Event};
 pub const CHANNEL: &str = "clerk_changes";
 
 /// One row of `clerk.changes`, as readers, the CLI and the relay see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Change {
     pub position: i64,
     pub resource: String,

@@ -5,6 +5,7 @@
 
 pub mod acks;
 pub mod consumer;
+pub mod feed;
 pub mod health;
 pub mod lanes;
 pub mod metrics;

@@ -32,6 +32,7 @@ pub struct Application {
     shutdown: CancellationToken,
     shutdown_timeout: Duration,
     retention: Duration,
+    feed: crate::feed::FeedOptions,
 }
 
 /// Waits until the database is reachable and its schema is new enough: a worker started before
@@ -76,6 +77,7 @@ impl Application {
             min_backoff: settings.amqp.reconnect_min_backoff,
             max_backoff: settings.amqp.reconnect_max_backoff,
         };
+        let feed = crate::feed::FeedOptions::from_settings(settings, pool.clone());
         let processor = Arc::new(Processor {
             pool,
             publisher,
@@ -117,6 +119,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             shutdown_timeout: w.shutdown_timeout,
             retention: w.event_retention,
+            feed,
         })
     }
 
@@ -161,6 +164,8 @@ impl Application {
             tracker.clone(),
         ));
         let housekeeping = tokio::spawn(housekeeping(self.processor.clone(), self.retention, self.shutdown.clone()));
+        // The change feed's leader election, sequencer and relay (feed/).
+        let feed = tokio::spawn(crate::feed::run(self.feed.clone(), self.shutdown.clone()));
         tracing::info!(admin_port = self.admin_port, "worker running");
 
         tokio::select! {
@@ -181,6 +186,7 @@ impl Application {
         tracker.wait().await;
         timer.abort();
         let _ = housekeeping.await;
+        let _ = feed.await;
         self.processor.publisher.close().await;
         self.processor.pool.close().await;
         admin_handle.stop(true).await;

@@ -6,6 +6,7 @@ mod convergence;
 mod effects;
 mod end_to_end;
 mod faults;
+mod feed;
 mod helpers;
 mod migrate;
 mod ordering;

@@ -1,0 +1,138 @@
+//! The change feed's leader (docs/change-feed.md): one worker at a time, across every worker on
+//! the database, runs the sequencer (gives committed changes their positions, migration 10), the
+//! relay ([`relay`]: publishes them to `<prefix>.changes`) and the feed's retention.
+//!
+//! Leadership is a session advisory lock on a connection of its own: whoever holds it leads; the
+//! others try again every `standby_poll`. When the leader dies (SIGKILL, crash, lost network) its
+//! session ends, Postgres releases the lock and a standby takes over within one poll. A database
+//! error ends the leadership (the connection is dropped with its lock) and the loop starts over; a
+//! broker error does not: positions keep being given (readers of the cursor do not depend on the
+//! broker) and the relay retries with backoff from its stored progress.
+
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clerk_sync_core::amqp::{Nodes, Publisher, PublisherOptions};
+use clerk_sync_store::feed;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// The advisory lock of the feed's leadership (`pg_try_advisory_lock(bigint)`; "clerkfee" in ASCII).
+pub const LEADER_LOCK: i64 = 0x636c_6572_6b66_6565;
+
+/// Most changes one sequencer round positions, and one relay round publishes.
+const ROUND_ROWS: i32 = 10_000;
+const RELAY_ROWS: i64 = 2_000;
+/// How often the leader prunes changes older than the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    pub pool: PgPool,
+    /// The relay's publisher (its own connection, named `clerk-sync-worker-relay`).
+    pub publisher: PublisherOptions,
+    pub nodes: Arc<Nodes>,
+    /// `<prefix>.changes`.
+    pub exchange: String,
+    /// Changes are kept this long (`worker.event_retention`, as the dedup rows).
+    pub retention: Duration,
+    /// How often the leader looks for changes to position while idle (also the bound on the
+    /// commit-to-notification latency it adds).
+    pub poll: Duration,
+    /// How often a standby tries to take the lead.
+    pub standby_poll: Duration,
+}
+
+impl FeedOptions {
+    pub fn from_settings(settings: &clerk_sync_core::settings::Settings, pool: PgPool) -> Self {
+        let mut publisher = PublisherOptions::from_settings(settings, "clerk-sync-worker-relay");
+        // One change per object per wave (relay.rs): a few channels are plenty.
+        publisher.channels = publisher.channels.min(4);
+        Self {
+            pool,
+            publisher,
+            nodes: Arc::new(Nodes::from_settings(&settings.amqp)),
+            exchange: exchange(&settings.amqp.prefix),
+            retention: settings.worker.event_retention,
+            poll: Duration::from_millis(10),
+            standby_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The topic exchange the relay publishes to.
+pub fn exchange(prefix: &str) -> String {
+    format!("{prefix}.changes")
+}
+
+/// Runs until `shutdown`: standby, and leader whenever it holds the lock.
+pub async fn run(opts: FeedOptions, shutdown: CancellationToken) {
+    let publisher = Publisher::start(opts.publisher.clone());
+    while !shutdown.is_cancelled() {
+        match lead(&opts, &publisher, &shutdown).await {
+            Ok(true) => tracing::info!("change feed: leadership released"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "change feed: leader lost its database connection; trying again"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(opts.standby_poll) => {}
+        }
+    }
+    publisher.close().await;
+}
+
+/// Tries to take the lead; leads until shutdown or a database error. `Ok(false)`: another worker
+/// leads.
+async fn lead(opts: &FeedOptions, publisher: &Publisher, shutdown: &CancellationToken) -> Result<bool, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(&opts.pool.connect_options()).await?;
+    let leader: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+    if !leader {
+        let _ = conn.close().await;
+        return Ok(false);
+    }
+    tracing::info!(exchange = %opts.exchange, "change feed: this worker leads (sequencer and relay)");
+    let mut relay = relay::Relay::new(publisher.clone(), opts.nodes.clone(), opts.exchange.clone());
+    let mut relayed: i64 =
+        sqlx::query_scalar("SELECT relayed_position FROM clerk.change_feed_state").fetch_one(&mut conn).await?;
+    let mut last_prune: Option<Instant> = None;
+    while !shutdown.is_cancelled() {
+        let mut busy = false;
+        if feed::pending(&mut conn).await? {
+            busy |= feed::sequence(&mut conn, ROUND_ROWS).await?.is_some();
+        }
+        let changes = if relay.ready() { feed::after(&mut conn, relayed, None, RELAY_ROWS).await? } else { Vec::new() };
+        if let Some(last) = changes.last().map(|c| c.position)
+            && relay.publish(&changes).await
+        {
+            sqlx::query("UPDATE clerk.change_feed_state SET relayed_position = $1, relayed_at = now()")
+                .bind(last)
+                .execute(&mut conn)
+                .await?;
+            relayed = last;
+            busy = true;
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            let cutoff =
+                chrono::Utc::now() - chrono::Duration::from_std(opts.retention).unwrap_or(chrono::Duration::MAX);
+            match feed::prune(&opts.pool, cutoff, true).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned old clerk.changes rows"),
+                Err(e) => tracing::warn!(error = %e, "pruning clerk.changes failed; will retry"),
+            }
+        }
+        if !busy {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(opts.poll) => {}
+            }
+        }
+    }
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LEADER_LOCK).execute(&mut conn).await;
+    let _ = conn.close().await;
+    Ok(true)
+}

@@ -1,6 +1,7 @@
 //! `clerk-sync`, the operator CLI: see `clerk-sync --help`.
 
 mod backfill;
+mod changes;
 mod cli;
 mod dlq;
 mod migrate;
@@ -58,6 +59,7 @@ async fn run(settings: &Settings, command: Command, out: Output) -> anyhow::Resu
         Command::Migrate { check } => migrate::migrate(settings, check, out).await,
         Command::Send(args) => send::send(settings, &args, out).await,
         Command::Backfill(args) => backfill::backfill(settings, &args, out).await,
+        Command::Changes(command) => changes::run(settings, command, out).await,
         Command::Reconcile(args) => reconcile::reconcile(settings, &args, out).await,
     }
 }

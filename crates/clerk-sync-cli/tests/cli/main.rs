@@ -2,6 +2,7 @@
 //! prefix and a database per test), and a local fake of Clerk's Backend API for backfill.
 
 mod backfill;
+mod changes;
 mod check_config;
 mod dlq;
 mod helpers;

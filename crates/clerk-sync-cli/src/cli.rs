@@ -54,12 +54,16 @@ pub enum Command {
     Send(SendArgs),
     /// Copy users, organizations and memberships that predate the webhooks from Clerk's Backend API.
     Backfill(BackfillArgs),
-    /// Follow the change feed: what each event actually changed, once, in order per object.
-    #[command(subcommand)]
-    Changes(crate::changes::ChangesCommand),
     /// Compare the database with Clerk's Backend API: missing, stale, gone and orphaned rows (exit 1
     /// on drift); --fix repairs them through the worker's apply path.
     Reconcile(ReconcileArgs),
+    /// Search, show and replay the event history (every event the worker received, kept for
+    /// worker.event_retention).
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Rebuild the synced tables (or one resource) from the event history, in place under the
+    /// ordering guard: readers never see an empty table and live webhooks keep winning.
+    Reproject(ReprojectArgs),
 }
 
 #[derive(Subcommand)]
@@ -161,6 +165,10 @@ pub struct PurgeSelection {
     /// Only dead letters that first failed longer ago than this (e.g. 7d).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", group = "purge_selection")]
     pub older_than: Option<Duration>,
+    /// Only dead letters about this user: after a `user.deleted`, the copies of their personal data
+    /// the dead-letter queue still holds.
+    #[arg(long = "user", value_name = "USER_ID", group = "purge_selection")]
+    pub user_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -238,4 +246,91 @@ pub struct ReconcileArgs {
     /// Where --watch serves Prometheus metrics (GET /metrics).
     #[arg(long, default_value = "0.0.0.0:9095", value_name = "ADDR")]
     pub metrics_listen: String,
+}
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// The newest stored events matching the selectors (metadata only).
+    List(EventsListArgs),
+    /// One stored event: its metadata and its body.
+    Show {
+        /// The svix-id of the event.
+        svix_id: String,
+    },
+    /// Publish the selected events through the queue again, as replays: deduplication lets them
+    /// through and the ordering guard decides; reports applied, stale and ignored.
+    Replay(EventsReplayArgs),
+}
+
+/// Which stored events; every selector given narrows the selection.
+#[derive(Args, Clone, Default)]
+pub struct EventSelectors {
+    /// Events about this user (its own events, its memberships, sessions, invitations, ...).
+    #[arg(long = "user", value_name = "USER_ID")]
+    pub user_id: Option<String>,
+    /// Events about this organization.
+    #[arg(long = "organization", value_name = "ORG_ID")]
+    pub organization_id: Option<String>,
+    /// Only this event type (e.g. user.updated).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Received at or after: a time ago (2h, 3d) or an RFC 3339 instant.
+    #[arg(long, value_parser = crate::events::parse_instant, value_name = "WHEN")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Received before: a time ago (30m) or an RFC 3339 instant.
+    #[arg(long, value_parser = crate::events::parse_instant, value_name = "WHEN")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this outcome: applied, stale or ignored.
+    #[arg(long, value_parser = ["applied", "stale", "ignored"], value_name = "OUTCOME")]
+    pub outcome: Option<String>,
+}
+
+#[derive(Args)]
+pub struct EventsListArgs {
+    #[command(flatten)]
+    pub selectors: EventSelectors,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+}
+
+#[derive(Args)]
+pub struct EventsReplayArgs {
+    #[command(flatten)]
+    pub selectors: EventSelectors,
+    /// Replay at most this many (oldest first).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Count what would be replayed, publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// How long to wait for the workers to apply the replays before reporting.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub wait: Duration,
+}
+
+#[derive(Args)]
+pub struct ReprojectArgs {
+    /// Only this resource (default: all, organizations first).
+    #[arg(long, value_enum)]
+    pub kind: Option<ReprojectKind>,
+    /// Objects per transaction.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i64,
+    /// Count what would be rewritten, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReprojectKind {
+    Users,
+    Organizations,
+    Memberships,
 }

@@ -4,6 +4,7 @@ mod backfill;
 mod changes;
 mod cli;
 mod dlq;
+mod events;
 mod migrate;
 mod output;
 mod reconcile;
@@ -61,5 +62,7 @@ async fn run(settings: &Settings, command: Command, out: Output) -> anyhow::Resu
         Command::Backfill(args) => backfill::backfill(settings, &args, out).await,
         Command::Changes(command) => changes::run(settings, command, out).await,
         Command::Reconcile(args) => reconcile::reconcile(settings, &args, out).await,
+        Command::Events(command) => events::run(settings, command, out).await,
+        Command::Reproject(args) => events::reproject::reproject(settings, &args, out).await,
     }
 }

@@ -9,5 +9,5 @@
 pub mod catalogue;
 pub mod db;
 pub mod event;
-pub mod history;
 pub mod feed;
+pub mod history;

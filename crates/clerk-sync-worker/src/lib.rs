@@ -7,6 +7,7 @@ pub mod acks;
 pub mod consumer;
 pub mod feed;
 pub mod health;
+pub mod history;
 pub mod lanes;
 pub mod metrics;
 pub mod process;

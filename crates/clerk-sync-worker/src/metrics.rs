@@ -25,6 +25,9 @@ pub struct WorkerMetrics {
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
     pub consumer_state: IntGaugeVec,
+    /// `clerk.event_history`: rows (Postgres' estimate) and bytes, read by housekeeping.
+    pub history_rows: IntGauge,
+    pub history_bytes: IntGauge,
     /// Deliveries in hand: received and not yet settled or given back (at most a prefetch).
     pub messages_held: IntGauge,
 }
@@ -70,6 +73,11 @@ impl WorkerMetrics {
                 Opts::new("clerk_sync_worker_consumer_state", "1 for the consumer's current state."),
                 &["state"],
             )?,
+            history_rows: IntGauge::new("clerk_sync_history_rows", "Events kept in clerk.event_history (estimate).")?,
+            history_bytes: IntGauge::new(
+                "clerk_sync_history_bytes",
+                "Bytes of clerk.event_history, indexes included.",
+            )?,
             messages_held: IntGauge::new(
                 "clerk_sync_worker_messages_held",
                 "Deliveries in hand (received, not yet settled or given back); at most worker.prefetch.",
@@ -89,6 +97,8 @@ impl WorkerMetrics {
         registry.register(Box::new(m.db_pool_size.clone()))?;
         registry.register(Box::new(m.db_pool_idle.clone()))?;
         registry.register(Box::new(m.consumer_state.clone()))?;
+        registry.register(Box::new(m.history_rows.clone()))?;
+        registry.register(Box::new(m.history_bytes.clone()))?;
         registry.register(Box::new(m.messages_held.clone()))?;
         m.set_state("disconnected");
         Ok(m)

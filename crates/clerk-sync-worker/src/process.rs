@@ -44,6 +44,8 @@ pub struct Processor {
     pub health: DbHealth,
     /// Fired when shutdown stops waiting: a batch stuck on the database gives up without acking.
     pub give_up: CancellationToken,
+    /// `worker.keep_history`: whether events go to `clerk.event_history`.
+    pub keep_history: bool,
 }
 
 /// A delivery and what parsing made of it.
@@ -69,13 +71,20 @@ fn prepare(d: &Delivery) -> Result<Event, Failure> {
         .ok_or_else(|| Failure::permanent("missing_svix_id", "the message has no message_id (svix-id)"))?;
     let received_at_ms =
         amqp::get_i64(d.properties.headers().as_ref(), headers::RECEIVED_AT).unwrap_or_else(amqp::now_ms);
-    event::parse(&svix_id, received_at_ms, &d.data).map_err(|e| Failure::permanent(e.kind(), e.to_string()))
+    let mut event =
+        event::parse(&svix_id, received_at_ms, &d.data).map_err(|e| Failure::permanent(e.kind(), e.to_string()))?;
+    event.replay_of = amqp::get_str(d.properties.headers().as_ref(), headers::REPLAY_OF);
+    Ok(event)
 }
 
 impl Processor {
     /// Processes one batch to the end: every delivery is acked, settled, or (only when giving up at
     /// shutdown or when the broker cannot take a dead letter) left for redelivery.
-    pub async fn process(&self, batch: Vec<Prepared>, acks: &AckWindow) {
+    pub async fn process(&self, mut batch: Vec<Prepared>, acks: &AckWindow) {
+        if !self.keep_history {
+            // No body, no history row (the store records only events that carry one).
+            batch.iter_mut().filter_map(|p| p.event.as_mut().ok()).for_each(|e| e.body = None);
+        }
         let started = Instant::now();
         self.metrics.batch_size.observe(batch.len() as f64);
         let mut parsed: Vec<(&Delivery, &Event)> = Vec::with_capacity(batch.len());

@@ -85,6 +85,7 @@ impl Application {
             metrics: metrics.clone(),
             health,
             give_up: CancellationToken::new(),
+            keep_history: w.keep_history,
         });
 
         let listener = TcpListener::bind(w.admin_listen)
@@ -217,6 +218,7 @@ async fn housekeeping(processor: Arc<Processor>, retention: Duration, shutdown: 
                     Ok(n) => tracing::info!(rows = n, "pruned old webhook_events rows"),
                     Err(e) => tracing::warn!(error = %e, "pruning webhook_events failed; will retry"),
                 }
+                crate::history::maintain(&processor.pool, retention, &processor.metrics).await;
             }
         }
     }

@@ -19,6 +19,8 @@ pub struct DeadLetter {
     pub attempts: i64,
     pub first_failed_at: Option<DateTime<Utc>>,
     pub original_routing_key: String,
+    /// The user the body concerns; read only when a selector asks (it parses the whole body).
+    pub user_id: Option<String>,
 }
 
 /// Only the envelope's `type`; serde skips the rest of the body without allocating it.
@@ -68,7 +70,14 @@ impl DeadLetter {
             attempts: amqp::get_i64(h, headers::ATTEMPTS).unwrap_or(0),
             first_failed_at: amqp::get_i64(h, headers::FIRST_FAILED_AT).and_then(DateTime::from_timestamp_millis),
             original_routing_key,
+            user_id: None,
         }
+    }
+
+    /// Reads which user the body concerns (see [`Self::user_id`]).
+    pub fn with_user(mut self, body: &[u8]) -> Self {
+        self.user_id = clerk_sync_store::history::Subject::user_of_body(body);
+        self
     }
 
     pub fn summary(&self) -> Value {

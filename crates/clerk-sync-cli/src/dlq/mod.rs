@@ -40,6 +40,8 @@ pub struct Selector {
     error_kind: Option<String>,
     failed_since: Option<DateTime<Utc>>,
     failed_before: Option<DateTime<Utc>>,
+    /// Only letters about this user (`dlq purge --user`, after the user was deleted).
+    user_id: Option<String>,
     limit: Option<usize>,
     taken: usize,
 }
@@ -62,6 +64,7 @@ impl Selector {
             && self.error_kind.is_none()
             && self.failed_since.is_none()
             && self.failed_before.is_none()
+            && self.user_id.is_none()
     }
 
     fn matches(&self, d: &DeadLetter) -> bool {
@@ -70,6 +73,7 @@ impl Selector {
             && self.error_kind.as_ref().is_none_or(|k| &d.error_kind == k)
             && self.failed_since.is_none_or(|c| d.first_failed_at.is_some_and(|t| t >= c))
             && self.failed_before.is_none_or(|c| d.first_failed_at.is_some_and(|t| t < c))
+            && self.user_id.as_ref().is_none_or(|u| d.user_id.as_ref() == Some(u))
     }
 
     /// True if `d` is selected (and counts towards the limit); the first letter with an id ends
@@ -83,6 +87,11 @@ impl Selector {
             self.ids.remove(&d.svix_id);
         }
         true
+    }
+
+    /// Whether matching needs the user a body concerns ([`DeadLetter::with_user`]).
+    fn by_user(&self) -> bool {
+        self.user_id.is_some()
     }
 
     fn done(&self) -> bool {

@@ -136,6 +136,9 @@ fn describe(selector: &Selector, ready: u32, older_than: Option<Duration>) -> St
     if let Some(k) = &selector.error_kind {
         parts.push(format!("with error kind {k}"));
     }
+    if let Some(u) = &selector.user_id {
+        parts.push(format!("about user {u}"));
+    }
     if let Some(d) = older_than {
         parts.push(format!("that first failed over {} ago", humantime::format_duration(d)));
     }
@@ -221,9 +224,13 @@ pub async fn replay(settings: &Settings, args: &ReplayArgs, out: Output) -> anyh
 pub async fn purge(settings: &Settings, args: &PurgeArgs, out: Output) -> anyhow::Result<()> {
     let topology = Topology::new(settings.amqp.prefix.clone(), settings.amqp.delivery_limit);
     let s = &args.selection;
-    let selector =
-        Selector { event_type: s.event_type.clone(), failed_before: s.older_than.map(ago), ..Selector::default() }
-            .ids(&s.ids);
+    let selector = Selector {
+        event_type: s.event_type.clone(),
+        failed_before: s.older_than.map(ago),
+        user_id: s.user_id.clone(),
+        ..Selector::default()
+    }
+    .ids(&s.ids);
     let cursor = Cursor::open(&Nodes::from_settings(&settings.amqp), &topology, PURGE_PREFETCH).await?;
     let question = format!("Delete {} for good?", describe(&selector, cursor.initial(), s.older_than));
     let Some(cursor) = confirmed(cursor, args.yes, &question).await? else {
@@ -306,7 +313,10 @@ async fn pass(
         }
         let Some(d) = cursor.next(selector.want()).await? else { break };
         progress.inc(1);
-        let letter = DeadLetter::parse(&d);
+        let mut letter = DeadLetter::parse(&d);
+        if selector.by_user() {
+            letter = letter.with_user(&d.data);
+        }
         if !selector.take(&letter) {
             cursor.hold(d.delivery_tag);
             tally.skipped += 1;

@@ -5,6 +5,7 @@ mod backfill;
 mod changes;
 mod check_config;
 mod dlq;
+mod events;
 mod helpers;
 mod logging;
 mod migrate_and_send;

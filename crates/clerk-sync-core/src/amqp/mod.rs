@@ -28,6 +28,8 @@ pub mod headers {
     pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
     /// The routing key (event type) the message was first published with.
     pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+    /// On a message `clerk-sync events replay` published: the svix-id of the event it repeats.
+    pub const REPLAY_OF: &str = "x-replay-of";
 }
 
 /// Adds a string header.

@@ -96,6 +96,8 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     pub retry_delays: Vec<Duration>,
     pub event_retention: Duration,
+    /// Whether every distinct event's body is kept in `clerk.event_history` for `event_retention`.
+    pub keep_history: bool,
     pub shutdown_timeout: Duration,
 }
 
@@ -226,6 +228,7 @@ impl Settings {
                 max_attempts: f.positive("worker", "max_attempts"),
                 retry_delays: f.durations("worker", "retry_delays"),
                 event_retention: f.duration("worker", "event_retention"),
+                keep_history: f.parse("worker", "keep_history"),
                 shutdown_timeout: f.duration("worker", "shutdown_timeout"),
             },
             database: DatabaseSettings {

@@ -91,6 +91,7 @@ pub(super) fn render(cfg: &Settings) -> String {
                         .join(",")),
                 ),
                 ("event_retention", d(cfg.worker.event_retention)),
+                ("keep_history", s(&cfg.worker.keep_history.to_string())),
                 ("shutdown_timeout", d(cfg.worker.shutdown_timeout)),
             ],
         ),

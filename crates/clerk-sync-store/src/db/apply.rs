@@ -10,6 +10,9 @@
 //!    ordering guard, and returns the rows it wrote alive.
 //! 4. [`outcome::decide`] gives each message its outcome from that; the few recorded in step 1 that
 //!    the write decided otherwise (guard refusals) are corrected, in a third round trip only then.
+//! 5. The fresh events that carry a body go to the event history with their outcomes (one more
+//!    round trip), and the users this batch deleted (or already deleted, named by its events) have
+//!    their stored bodies scrubbed.
 
 use std::collections::HashSet;
 
@@ -23,6 +26,7 @@ use super::plan::Plan;
 use super::resources::Rows;
 use crate::catalogue::Resource;
 use crate::event::Event;
+use crate::history;
 
 /// Applies `batch` inside the caller's transaction; returns one outcome per message.
 pub async fn apply_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<Vec<Outcome>, sqlx::Error> {
@@ -45,7 +49,28 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<Ve
     if !corrections.is_empty() {
         correct(conn, &corrections).await?;
     }
+    let mut deleted_users = history::record(conn, batch, &fresh, &outcomes).await?;
+    deleted_users.extend(plan.user_deletes.keys().map(|id| (*id).to_owned()));
+    if !deleted_users.is_empty() {
+        deleted_users.sort();
+        deleted_users.dedup();
+        let users: Vec<&str> = deleted_users.iter().map(String::as_str).collect();
+        history::scrub_users(conn, &users).await?;
+    }
     Ok(outcomes)
+}
+
+/// Writes `batch` again for `clerk-sync reproject`: every event counts as fresh, nothing is
+/// recorded (the events were deduplicated and recorded when they arrived), and a version equal to
+/// the stored one is written again (`clerk.reproject`), so a column added since is filled; an
+/// older version still never overwrites a newer one, so live webhooks win. Returns the rows
+/// written alive.
+pub async fn reproject_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<usize, sqlx::Error> {
+    let plan = Plan::build(batch, &vec![true; batch.len()]);
+    sqlx::query("SELECT set_config('clerk.reproject', 'on', true)").execute(&mut *conn).await?;
+    let alive = write(conn, &plan).await;
+    sqlx::query("SELECT set_config('clerk.reproject', 'off', true)").execute(&mut *conn).await?;
+    Ok(alive?.len())
 }
 
 /// Inserts the svix-id of each first occurrence with its likely outcome; returns, per message,

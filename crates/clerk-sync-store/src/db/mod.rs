@@ -12,7 +12,7 @@ pub mod plan;
 pub mod resources;
 pub mod setup;
 
-pub use apply::apply_batch;
+pub use apply::{apply_batch, reproject_batch};
 pub use classify::{Condition, ErrorClass, classify, classify_code};
 pub use outcome::Outcome;
 

@@ -38,6 +38,14 @@ impl Alive {
         self.0.entry(resource).or_default().insert(id);
     }
 
+    pub fn len(&self) -> usize {
+        self.0.values().map(HashSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn contains(&self, resource: Resource, id: &str) -> bool {
         self.0.get(&resource).is_some_and(|ids| ids.contains(id))
     }

@@ -91,7 +91,7 @@ impl<'a> Plan<'a> {
             updated_at: updated_at.unwrap_or(0),
             own,
             at,
-            svix_id: &event.svix_id,
+            svix_id: event.version_id(),
         };
         fn newest<'a, T>(i: usize, version: Version<'a>, object: &'a T, raw: &'a RawValue) -> Newest<'a, T> {
             Newest { owner: Some(i), version, object, raw }

@@ -75,6 +75,19 @@ pub struct Event {
     pub change: Change,
     /// The `data` object exactly as sent, stored as `raw`.
     pub data: Box<RawValue>,
+    /// The whole message body as received, for the event history; `None` for events made from
+    /// an object (backfill, reconcile) or when the history is off.
+    pub body: Option<Vec<u8>>,
+    /// The svix-id of the event this one replays (`clerk-sync events replay`): deduplicated under
+    /// its own svix-id, ordered as the original (the same version, not a newer one).
+    pub replay_of: Option<String>,
+}
+
+impl Event {
+    /// The svix-id that ranks this event among versions of its object.
+    pub fn version_id(&self) -> &str {
+        self.replay_of.as_deref().unwrap_or(&self.svix_id)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +140,7 @@ pub fn parse(svix_id: &str, received_at_ms: i64, body: &[u8]) -> Result<Event, P
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ParseError::Envelope)?;
     let mut event = from_object(svix_id, received_at_ms, &envelope.event_type, envelope.data.to_owned())?;
     event.occurred_at_ms = envelope.timestamp.map(envelope_ms);
+    event.body = Some(body.to_vec());
     Ok(event)
 }
 
@@ -170,6 +184,8 @@ pub fn from_object(
         data,
         event_type: event_type.to_owned(),
         change,
+        body: None,
+        replay_of: None,
     })
 }
 

@@ -8,6 +8,7 @@ mod end_to_end;
 mod faults;
 mod feed;
 mod helpers;
+mod history;
 mod migrate;
 mod ordering;
 mod poison;

@@ -1,0 +1,109 @@
+//! The event history (`clerk.event_history`, migration 9): every distinct verified event's body,
+//! compressed (`codec`), with who it is about (`subject`), its times and its outcome, written in
+//! the batch's transaction; a deleted user's bodies scrubbed (`scrub`) in the transaction that
+//! deletes the user; and the queries operators run (`query`).
+
+pub mod codec;
+pub mod query;
+pub mod scrub;
+pub mod subject;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::db::{Outcome, ms};
+use crate::event::Event;
+pub use subject::Subject;
+
+/// Records the fresh events of a batch that carry a body, with their outcomes. Returns the users
+/// among them that are already deleted: their bodies must be scrubbed like the others'.
+pub(crate) async fn record(
+    conn: &mut PgConnection,
+    batch: &[&Event],
+    fresh: &[bool],
+    outcomes: &[Outcome],
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(&Event, Outcome)> = batch
+        .iter()
+        .zip(fresh)
+        .zip(outcomes)
+        .filter(|((e, f), _)| **f && e.body.is_some())
+        .map(|((e, _), o)| (*e, *o))
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let subjects: Vec<Subject> = rows.iter().map(|(e, _)| Subject::of(e)).collect();
+    let received: Vec<DateTime<Utc>> =
+        rows.iter().map(|(e, _)| ms(e.received_at_ms).unwrap_or_else(Utc::now)).collect();
+    let ids: Vec<&str> = rows.iter().map(|(e, _)| e.svix_id.as_str()).collect();
+    let types: Vec<&str> = rows.iter().map(|(e, _)| e.event_type.as_str()).collect();
+    let occurred: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(e, _)| e.occurred_at_ms.and_then(ms)).collect();
+    let objects: Vec<Option<&str>> = subjects.iter().map(|s| s.object_id.as_deref()).collect();
+    let users: Vec<Option<&str>> = subjects.iter().map(|s| s.user_id.as_deref()).collect();
+    let orgs: Vec<Option<&str>> = subjects.iter().map(|s| s.organization_id.as_deref()).collect();
+    let outcome: Vec<&str> = rows.iter().map(|(_, o)| o.as_str()).collect();
+    let replay_of: Vec<Option<&str>> = rows.iter().map(|(e, _)| e.replay_of.as_deref()).collect();
+    let bodies: Vec<Vec<u8>> = rows.iter().map(|(e, _)| codec::encode(e.body.as_deref().unwrap_or_default())).collect();
+    sqlx::query_scalar(
+        "WITH ins AS (
+             INSERT INTO clerk.event_history (received_at, svix_id, event_type, occurred_at, object_id, user_id,
+                 organization_id, outcome, replay_of, body)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[])
+             RETURNING user_id)
+         SELECT DISTINCT u.id FROM ins JOIN clerk.users AS u ON u.id = ins.user_id WHERE u.deleted_at IS NOT NULL",
+    )
+    .bind(&received)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&occurred)
+    .bind(&objects)
+    .bind(&users)
+    .bind(&orgs)
+    .bind(&outcome)
+    .bind(&replay_of)
+    .bind(&bodies)
+    .fetch_all(conn)
+    .await
+}
+
+/// Scrubs the stored events of `users` (deleted): each body keeps only what a tombstone keeps.
+/// Returns how many bodies changed. The deletion events themselves name only ids: left as they are.
+pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(0);
+    }
+    let stored: Vec<(DateTime<Utc>, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT received_at, svix_id, body FROM clerk.event_history
+         WHERE user_id = ANY ($1) AND scrubbed_at IS NULL AND event_type <> 'user.deleted'
+         ORDER BY received_at, svix_id
+         FOR UPDATE",
+    )
+    .bind(users)
+    .fetch_all(&mut *conn)
+    .await?;
+    if stored.is_empty() {
+        return Ok(0);
+    }
+    let scrubbed: Vec<Option<Vec<u8>>> = stored
+        .iter()
+        .map(|(_, _, body)| {
+            let body = codec::decode(body.as_deref()?).ok()?;
+            scrub::scrub(&body).map(|b| codec::encode(&b))
+        })
+        .collect();
+    let received: Vec<DateTime<Utc>> = stored.iter().map(|(r, _, _)| *r).collect();
+    let ids: Vec<&str> = stored.iter().map(|(_, id, _)| id.as_str()).collect();
+    let done = sqlx::query(
+        "UPDATE clerk.event_history AS h SET body = x.body, scrubbed_at = now()
+         FROM UNNEST($1::timestamptz[], $2::text[], $3::bytea[]) AS x(received_at, svix_id, body)
+         WHERE h.received_at = x.received_at AND h.svix_id = x.svix_id",
+    )
+    .bind(&received)
+    .bind(&ids)
+    .bind(&scrubbed)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,148 @@
+//! The history's queries: search by selectors (newest first, for `events list`), one event by
+//! svix-id (`events show`), the same selectors oldest first in keyset pages (`events replay`), and
+//! the events of a resource by object (`reproject`). Only the selectors given become conditions,
+//! so each query can use its index: `(user_id, received_at)`, `(organization_id, received_at)`,
+//! `(event_type, received_at)`, `(svix_id)`, `(object_id)`, and partition pruning on
+//! `received_at` for `--since` / `--until`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+
+use super::codec;
+
+/// What to select; every field given narrows the selection.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Stored {
+    pub received_at: DateTime<Utc>,
+    pub svix_id: String,
+    pub event_type: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub object_id: Option<String>,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub outcome: String,
+    pub replay_of: Option<String>,
+    pub scrubbed_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
+}
+
+impl Stored {
+    /// The body as received (or as scrubbed); `None` if none is stored or it cannot be decoded.
+    pub fn body(&self) -> Option<Vec<u8>> {
+        codec::decode(self.body.as_deref()?).ok()
+    }
+}
+
+const COLUMNS: &str = "SELECT received_at, svix_id, event_type, occurred_at, object_id, user_id, organization_id, \
+                       outcome, replay_of, scrubbed_at, ";
+
+fn select(with_bodies: bool) -> QueryBuilder<Postgres> {
+    let mut q = QueryBuilder::new(COLUMNS);
+    q.push(if with_bodies { "body" } else { "NULL::bytea AS body" });
+    q.push(" FROM clerk.event_history WHERE true");
+    q
+}
+
+fn conditions(q: &mut QueryBuilder<Postgres>, f: &Filter) {
+    if let Some(v) = &f.user_id {
+        q.push(" AND user_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.organization_id {
+        q.push(" AND organization_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.event_type {
+        q.push(" AND event_type = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.since {
+        q.push(" AND received_at >= ").push_bind(v);
+    }
+    if let Some(v) = f.until {
+        q.push(" AND received_at < ").push_bind(v);
+    }
+    if let Some(v) = &f.outcome {
+        q.push(" AND outcome = ").push_bind(v.clone());
+    }
+}
+
+/// The newest `limit` events matching `filter`, newest first, without bodies.
+pub async fn list(conn: &mut PgConnection, filter: &Filter, limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q = select(false);
+    conditions(&mut q, filter);
+    q.push(" ORDER BY received_at DESC, svix_id DESC LIMIT ").push_bind(limit);
+    q.build_query_as().fetch_all(conn).await
+}
+
+/// One event with its body.
+pub async fn show(conn: &mut PgConnection, svix_id: &str) -> Result<Option<Stored>, sqlx::Error> {
+    let mut q = select(true);
+    q.push(" AND svix_id = ").push_bind(svix_id.to_owned()).push(" ORDER BY received_at LIMIT 1");
+    q.build_query_as().fetch_optional(conn).await
+}
+
+/// The next page of events matching `filter`, oldest first, after `(received_at, svix_id)`, with
+/// bodies.
+pub async fn page(
+    conn: &mut PgConnection,
+    filter: &Filter,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q = select(true);
+    conditions(&mut q, filter);
+    if let Some((at, id)) = after {
+        q.push(" AND (received_at, svix_id) > (").push_bind(at).push(", ").push_bind(id).push(")");
+    }
+    q.push(" ORDER BY received_at, svix_id LIMIT ").push_bind(limit);
+    q.build_query_as().fetch_all(conn).await
+}
+
+/// The next `limit` objects (ids above `after`) that events of `types` wrote, with all their
+/// stored events, oldest first: whole objects, so a page never splits one object's history.
+pub async fn objects_page(
+    conn: &mut PgConnection,
+    types: &[&str],
+    after: &str,
+    limit: i64,
+) -> Result<(Vec<String>, Vec<Stored>), sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT object_id FROM clerk.event_history
+         WHERE object_id > $1 AND event_type = ANY ($2) ORDER BY object_id LIMIT $3",
+    )
+    .bind(after)
+    .bind(types)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok((ids, Vec::new()));
+    }
+    let mut q = select(true);
+    q.push(" AND object_id = ANY (").push_bind(ids.clone()).push(") AND event_type = ANY (");
+    q.push_bind(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+    q.push(") ORDER BY received_at, svix_id");
+    let events = q.build_query_as().fetch_all(conn).await?;
+    Ok((ids, events))
+}
+
+/// Rows and bytes of the history (Postgres' estimate of rows, exact bytes), for the metrics.
+pub async fn size(conn: &mut PgConnection) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::int8, coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
+         FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'clerk.event_history'::regclass",
+    )
+    .fetch_one(conn)
+    .await
+}

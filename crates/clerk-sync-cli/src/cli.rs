@@ -54,6 +54,9 @@ pub enum Command {
     Send(SendArgs),
     /// Copy users, organizations and memberships that predate the webhooks from Clerk's Backend API.
     Backfill(BackfillArgs),
+    /// Follow the change feed: what each event actually changed, once, in order per object.
+    #[command(subcommand)]
+    Changes(crate::changes::ChangesCommand),
     /// Compare the database with Clerk's Backend API: missing, stale, gone and orphaned rows (exit 1
     /// on drift); --fix repairs them through the worker's apply path.
     Reconcile(ReconcileArgs),

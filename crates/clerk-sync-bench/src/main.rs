@@ -62,6 +62,8 @@ enum Command {
     Dlq(Knobs),
     /// `clerk-sync reconcile --fix` of 100,000 users and 10,000 organizations with 1% drift: time, requests, peak RSS.
     Reconcile(Knobs),
+    /// The change feed: worker throughput with the feed on vs off, and commit-to-notification latency at 2,000/s.
+    Feed(Knobs),
     /// Verification plus parsing, and building a batch, timed in-process.
     Micro(Knobs),
     /// Memory soak: gateway and worker at half capacity for minutes, RSS sampled; writes soak.json.
@@ -86,6 +88,7 @@ impl Command {
             Command::E2e(k) => (Suite::E2e, k),
             Command::Dlq(k) => (Suite::Dlq, k),
             Command::Reconcile(k) => (Suite::Reconcile, k),
+            Command::Feed(k) => (Suite::Feed, k),
             Command::Micro(k) => (Suite::Micro, k),
             Command::Soak(_) | Command::Loadgen(_) | Command::Cleanup | Command::Targets => return None,
         })
@@ -259,6 +262,7 @@ async fn run_phases(b: &mut Bench, suite: Suite) -> anyhow::Result<()> {
         (runs(Phase::Micro), runs(Phase::Broker), runs(Phase::Gateway), runs(Phase::Database));
     let (worker, e2e, dlq, reconcile) =
         (runs(Phase::Worker), runs(Phase::E2e), runs(Phase::Dlq), runs(Phase::Reconcile));
+    let feed = runs(Phase::Feed);
     let mut clock = Instant::now();
     let mut lap = |b: &mut Bench, phase: &str| {
         let seconds = clock.elapsed().as_secs_f64();
@@ -293,6 +297,10 @@ async fn run_phases(b: &mut Bench, suite: Suite) -> anyhow::Result<()> {
     if reconcile {
         phases::reconcile(b).await?;
         lap(b, "reconcile");
+    }
+    if feed {
+        phases::feed(b).await?;
+        lap(b, "feed");
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod dlq;
 mod e2e;
+mod feed;
 mod gateway;
 mod reconcile;
 mod soak;
@@ -27,6 +28,7 @@ use crate::workload::{self, Workload};
 
 pub use dlq::dlq;
 pub use e2e::e2e;
+pub use feed::feed;
 pub use gateway::broker_and_gateway;
 pub use reconcile::reconcile;
 pub use soak::{SoakOptions, soak};
@@ -44,6 +46,7 @@ pub enum Suite {
     E2e,
     Dlq,
     Reconcile,
+    Feed,
     Micro,
 }
 
@@ -59,13 +62,14 @@ impl Suite {
             Suite::E2e => "e2e",
             Suite::Dlq => "dlq",
             Suite::Reconcile => "reconcile",
+            Suite::Feed => "feed",
             Suite::Micro => "micro",
         }
     }
 
     /// Starts the release gateway and/or worker.
     pub fn needs_services(self) -> bool {
-        matches!(self, Suite::All | Suite::Gateway | Suite::Worker | Suite::E2e)
+        matches!(self, Suite::All | Suite::Gateway | Suite::Worker | Suite::E2e | Suite::Feed)
     }
 
     /// Runs the release `clerk-sync`.
@@ -86,6 +90,7 @@ impl Suite {
             Phase::E2e => matches!(self, S::All | S::E2e),
             Phase::Dlq => matches!(self, S::All | S::Dlq),
             Phase::Reconcile => matches!(self, S::All | S::Reconcile),
+            Phase::Feed => matches!(self, S::All | S::Feed),
         }
     }
 }
@@ -101,6 +106,7 @@ pub enum Phase {
     E2e,
     Dlq,
     Reconcile,
+    Feed,
 }
 
 /// Everything the phases can be told; `Default` is what `make bench` runs.
@@ -305,6 +311,7 @@ mod tests {
             Phase::E2e,
             Phase::Dlq,
             Phase::Reconcile,
+            Phase::Feed,
         ];
         assert!(phases.iter().all(|p| Suite::All.runs(*p, true)));
         let ran =

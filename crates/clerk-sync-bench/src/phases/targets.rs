@@ -46,6 +46,12 @@ pub const WORKER_VS_DATABASE: Goal = Goal {
 /// At the e2e rate (2,000 events/s by default).
 pub const E2E_LAG_P99_MS: Goal =
     Goal { name: "end-to-end lag p99 @ 2000/s", target: Target::AtMost(1_000.0), unit: "ms", source: BRIEF };
+/// One worker with the change feed and its relay on against the same run with the feed off.
+pub const FEED_ON_OFF: Goal =
+    Goal { name: "worker x1 feed on / off", target: Target::RatioAtLeast(0.9), unit: "events/s", source: "issue 21" };
+/// From a change's writing transaction to its `LISTEN clerk_changes` notification, at 2,000 events/s.
+pub const FEED_NOTIFY_P99_MS: Goal =
+    Goal { name: "change notification p99 @ 2000/s", target: Target::AtMost(50.0), unit: "ms", source: "issue 21" };
 pub const GATEWAY_RSS_MIB: Goal =
     Goal { name: "gateway peak RSS under load", target: Target::AtMost(64.0), unit: "MiB", source: BRIEF };
 pub const WORKER_RSS_MIB: Goal =
@@ -77,6 +83,8 @@ pub const TARGETS: &[Goal] = &[
     WORKER_EVENTS_PER_S,
     WORKER_VS_DATABASE,
     E2E_LAG_P99_MS,
+    FEED_ON_OFF,
+    FEED_NOTIFY_P99_MS,
     DLQ_REPLAY_PER_S,
     DLQ_CLI_RSS_MIB,
     RECONCILE_CLI_RSS_MIB,

@@ -125,6 +125,8 @@ pub fn queue_specs(topology: &Topology, retry_delays: &[Duration]) -> Vec<(Strin
         ("x-dead-letter-exchange", text(&topology.dead_exchange())),
         ("x-dead-letter-strategy", text("at-least-once")),
         ("x-overflow", text("reject-publish")),
+        // amqp.delivery_limit (1000 by default; default.toml says why): it counts returns of this
+        // copy only, since the worker's retries republish a new one; no fault comes near it.
         ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(topology.delivery_limit))),
     ]);
     // Operators browse the dead-letter queue by taking messages and handing them back; RabbitMQ 4

@@ -3,8 +3,9 @@
 //! arguments, `x-delivery-limit` 20, no locator) is kept as it is and the worker, its retry and
 //! dead-letter publisher (the gateway's code) and the queue all keep working.
 //!
-//! Arguments are read with `rabbitmqctl list_queues name arguments`; `RABBITMQCTL` names another
-//! command for another broker (e.g. `/work/main/scripts/cluster.sh ctl 0` with the single 4.0 node).
+//! Arguments are read with `rabbitmqctl list_queues name arguments`: the host's, or
+//! `scripts/cluster.sh ctl N` when `AMQP_URL` names a node of the RabbitMQ 4.0 cluster or the single
+//! 4.0 node (`RABBITMQCTL` overrides both).
 
 use std::time::Duration;
 
@@ -32,9 +33,26 @@ async fn bare_setup(label: &str) -> TestEnv {
     TestEnv { db, pool, prefix, topology, probe: BrokerProbe::connect().await }
 }
 
+/// The `rabbitmqctl` of the broker under test: `RABBITMQCTL`, else `scripts/cluster.sh ctl N` when
+/// `AMQP_URL` names one of its nodes (port 5680 + N), else the host's `rabbitmqctl`.
+fn rabbitmqctl() -> String {
+    if let Ok(command) = std::env::var("RABBITMQCTL") {
+        return command;
+    }
+    let node = clerk_sync_testkit::amqp_url()
+        .parse::<lapin::uri::AMQPUri>()
+        .ok()
+        .and_then(|uri| uri.authority.port.checked_sub(5680))
+        .filter(|n| *n <= 3);
+    match node {
+        Some(n) => format!("{}/../../scripts/cluster.sh ctl {n}", env!("CARGO_MANIFEST_DIR")),
+        None => "rabbitmqctl".to_owned(),
+    }
+}
+
 /// The arguments `rabbitmqctl` reports for `queue` (blocking: it takes about a second).
 fn queue_arguments(queue: &str) -> Value {
-    let command = std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".to_owned());
+    let command = rabbitmqctl();
     let mut parts = command.split_whitespace();
     let output = std::process::Command::new(parts.next().expect("RABBITMQCTL names a command"))
         .args(parts)

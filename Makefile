@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export SQLX_OFFLINE := true
 
 .PHONY: help services run test test-faults test-deploy test-integrations lint build bench bench-soak migrate up down image \
-	cluster-up cluster-down
+	cluster-up cluster-down test-cluster test-rabbitmq4
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ cluster-up: ## a three-node RabbitMQ 4.0 cluster on 127.0.0.1:5681-5683 (chroote
 
 cluster-down: ## stop the RabbitMQ 4.0 cluster and delete its state
 	@scripts/cluster.sh down
+
+test-cluster: services ## node faults under load on the RabbitMQ 4.0 cluster (stops, kills, freezes nodes; serial; CI runs it after test-faults)
+	@scripts/test-cluster.sh
+
+test-rabbitmq4: services ## the gateway, worker and CLI integration tests against a single RabbitMQ 4.0 node (127.0.0.1:5680)
+	@scripts/test-rabbitmq4.sh
 
 test-deploy: ## validate deploy/ and docker-compose.yml offline (installs promtool and validators if missing)
 	@scripts/test-deploy.sh

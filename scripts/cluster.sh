@@ -6,6 +6,7 @@
 #   kill N | freeze N | thaw N  SIGKILL / SIGSTOP / SIGCONT a cluster node's Erlang VM
 #   pid N | ctl N ARGS...     the node's VM pid / rabbitmqctl against node N (0 = the single node)
 #   leader QUEUE              the cluster node number (1-3) leading a quorum queue
+#   await-quorum N            wait until stopping node N leaves every quorum queue a majority
 # Every command is idempotent: `up` on a running cluster only checks it, `down` on a stopped one
 # does nothing.
 #
@@ -284,6 +285,8 @@ case "$cmd" in
   pid) need_node "${1:-}" pid; vm_pid "$1" ;;
   ctl) need_node "${1:-}" ctl; n=$1; shift; ctl "$n" "$@" ;;
   __serve) in_root "$1" /usr/lib/rabbitmq/bin/rabbitmq-server ;;
+  await-quorum) need_node "${1:-}" await-quorum
+    in_root "$1" /usr/lib/rabbitmq/bin/rabbitmq-upgrade -n "$(node_name "$1")" await_online_quorum_plus_one -t 120 >/dev/null ;;
   leader) [ -n "${1:-}" ] || die "usage: $0 leader QUEUE"; leader "$1" ;;
-  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

@@ -16,6 +16,13 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// The host:port of [`amqp_url`], for a [`crate::TcpProxy`] in front of the tests' broker.
+pub fn amqp_addr() -> std::net::SocketAddr {
+    let uri: lapin::uri::AMQPUri = amqp_url().parse().expect("AMQP_URL is an amqp:// URL");
+    let host = if uri.authority.host == "localhost" { "127.0.0.1".to_owned() } else { uri.authority.host };
+    format!("{host}:{}", uri.authority.port).parse().expect("AMQP_URL names an IP address and port")
+}
+
 pub struct BrokerProbe {
     connection: Connection,
     channel: Channel,

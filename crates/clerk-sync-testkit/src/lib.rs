@@ -9,7 +9,7 @@ mod database;
 mod http;
 mod proxy;
 
-pub use broker::{BrokerProbe, amqp_url};
+pub use broker::{BrokerProbe, amqp_addr, amqp_url};
 #[cfg(feature = "postgres")]
 pub use database::{TestDatabase, admin_url};
 #[cfg(feature = "http")]

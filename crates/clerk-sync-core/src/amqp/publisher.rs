@@ -13,13 +13,14 @@
 //! confirms outstanding, lapin fails each of them with the connection's error (and a confirm that
 //! never comes fails at `confirm_timeout`), so the caller answers 503 and Svix sends again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use futures_util::StreamExt;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use prometheus::IntGauge;
 use tokio::sync::{Notify, watch};
@@ -34,6 +35,8 @@ use super::topology::{Topology, declare_topology_on};
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a clean `connection.close` may take on shutdown or teardown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same for a connection given up as broken, before moving to another node.
+const BROKEN_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {
@@ -125,6 +128,8 @@ struct Inner {
     connected: watch::Sender<bool>,
     cancel: CancellationToken,
     supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// Set once this publisher has declared the topology (see `open_channels`).
+    declared: AtomicBool,
 }
 
 impl Inner {
@@ -172,6 +177,7 @@ impl Publisher {
             connected,
             cancel: CancellationToken::new(),
             supervisor: Mutex::new(None),
+            declared: AtomicBool::new(false),
         });
         let handle = tokio::spawn(supervise(inner.clone()));
         *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
@@ -256,25 +262,37 @@ fn backoff_for(opts: &PublisherOptions) -> backoff::ExponentialBackoff {
     }
 }
 
-async fn connect(opts: &PublisherOptions) -> lapin::Result<Link> {
+async fn connect(opts: &PublisherOptions, declared: &AtomicBool) -> lapin::Result<Link> {
     let props = ConnectionProperties::default().with_connection_name(opts.connection_name.clone().into());
     let connected = opts.nodes.connect(props).await?;
     let (connection, node) = (connected.connection, connected.node);
-    let setup = tokio::time::timeout(SETUP_TIMEOUT, open_channels(&connection, opts)).await.unwrap_or_else(|_| {
-        Err(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "channel setup timed out")))
-    });
+    let setup =
+        tokio::time::timeout(SETUP_TIMEOUT, open_channels(&connection, opts, declared)).await.unwrap_or_else(|_| {
+            Err(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "channel setup timed out")))
+        });
     match setup {
         Ok(channels) => Ok(Link { connection, node, channels, next: AtomicUsize::new(0) }),
         Err(e) => {
             // Do not leak a half-set-up connection on every retry.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "setup failed".into())).await;
+            let _ = tokio::time::timeout(BROKEN_CLOSE_TIMEOUT, connection.close(200, "setup failed".into())).await;
             Err(e)
         }
     }
 }
 
-async fn open_channels(connection: &Connection, opts: &PublisherOptions) -> lapin::Result<Vec<Channel>> {
-    declare_topology_on(connection, &opts.topology, &opts.retry_delays).await?;
+async fn open_channels(
+    connection: &Connection,
+    opts: &PublisherOptions,
+    declared: &AtomicBool,
+) -> lapin::Result<Vec<Channel>> {
+    // Declaring writes bindings through every cluster node's metadata store, which blocks while
+    // any node hangs (a frozen node is not seen down for a minute); a passive check reads only the
+    // node we are on. So after the first connection the topology is declared again only if its
+    // queue has gone (a broker reset), and a publisher leaving a frozen node queues again at once.
+    if !(declared.load(Ordering::Relaxed) && queue_exists(connection, &opts.topology.queue()).await) {
+        declare(connection, opts).await?;
+        declared.store(true, Ordering::Relaxed);
+    }
     let mut channels = Vec::with_capacity(opts.channels.max(1));
     for _ in 0..opts.channels.max(1) {
         let channel = connection.create_channel().await?;
@@ -284,13 +302,30 @@ async fn open_channels(connection: &Connection, opts: &PublisherOptions) -> lapi
     Ok(channels)
 }
 
+async fn declare(connection: &Connection, opts: &PublisherOptions) -> lapin::Result<()> {
+    declare_topology_on(connection, &opts.topology, &opts.retry_delays).await?;
+    Ok(())
+}
+
+/// Whether `queue` exists, asked of the node the connection is on.
+async fn queue_exists(connection: &Connection, queue: &str) -> bool {
+    let Ok(channel) = connection.create_channel().await else { return false };
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    // A missing queue closes the channel (404): nothing to clean up then.
+    let exists = channel.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok();
+    if exists {
+        let _ = channel.close(200, "checked".into()).await;
+    }
+    exists
+}
+
 async fn supervise(inner: Arc<Inner>) {
     let mut backoff = backoff_for(&inner.opts);
     let name = inner.opts.connection_name.clone();
     loop {
         let attempt = tokio::select! {
             () = inner.cancel.cancelled() => break,
-            r = connect(&inner.opts) => r,
+            r = connect(&inner.opts, &inner.declared) => r,
         };
         match attempt {
             Ok(link) => {
@@ -313,7 +348,9 @@ async fn supervise(inner: Arc<Inner>) {
                     } => Some(reason),
                 };
                 inner.set(None);
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, link.connection.close(200, "bye".into())).await;
+                // A broken link may be on a hung node that never answers the close.
+                let close_timeout = if reason.is_some() { BROKEN_CLOSE_TIMEOUT } else { CLOSE_TIMEOUT };
+                let _ = tokio::time::timeout(close_timeout, link.connection.close(200, "bye".into())).await;
                 match reason {
                     None => break,
                     Some(reason) => {

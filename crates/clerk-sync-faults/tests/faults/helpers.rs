@@ -33,6 +33,8 @@ pub struct Stack {
     pub prefix: String,
     pub topology: Topology,
     pub children: Vec<Child>,
+    /// What the gateways and workers get as `AMQP_URL` (the cluster suite: all three nodes).
+    pub amqp: String,
 }
 
 impl Drop for Stack {
@@ -48,6 +50,9 @@ impl Drop for Stack {
 pub struct Gateway {
     pub child: Option<Child>,
     pub url: String,
+    /// The admin listener (`/readyz`, `/metrics`), e.g. `http://127.0.0.1:9091`.
+    #[allow(dead_code, reason = "the cluster suite asks /readyz which node the gateway is on")]
+    pub admin: String,
 }
 
 impl Drop for Gateway {
@@ -75,13 +80,13 @@ impl Stack {
         let topology = Topology::new(prefix.clone(), 20);
         let probe = BrokerProbe::connect().await;
         declare_topology(probe.channel(), &topology, &retry_delays()).await.unwrap();
-        Self { db, pool, prefix, topology, children: Vec::new() }
+        Self { db, pool, prefix, topology, children: Vec::new(), amqp: amqp_url() }
     }
 
     fn env(&self, cmd: &mut Command, database_url: &str) {
         cmd.current_dir(std::env::temp_dir())
             .env_clear()
-            .env("AMQP_URL", amqp_url())
+            .env("AMQP_URL", &self.amqp)
             .env("DATABASE_URL", database_url)
             .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
             .env("CLERK_SYNC__AMQP__PREFIX", &self.prefix)
@@ -111,7 +116,7 @@ impl Stack {
     }
 
     pub async fn spawn_gateway(&self) -> Gateway {
-        self.spawn_gateway_via(&amqp_url()).await
+        self.spawn_gateway_via(&self.amqp.clone()).await
     }
 
     /// A gateway reaching RabbitMQ at `amqp` (e.g. through a proxy).
@@ -130,7 +135,11 @@ impl Stack {
             async move { reqwest::get(ready).await.is_ok_and(|r| r.status() == 200) }
         })
         .await;
-        Gateway { child: Some(child), url: format!("http://127.0.0.1:{port}/webhooks/clerk") }
+        Gateway {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}/webhooks/clerk"),
+            admin: format!("http://127.0.0.1:{admin}"),
+        }
     }
 
     pub async fn processed(&self) -> i64 {

@@ -10,7 +10,7 @@ use lapin::types::FieldTable;
 use crate::helpers::*;
 
 fn broker_addr() -> SocketAddr {
-    "127.0.0.1:5672".parse().unwrap()
+    clerk_sync_testkit::amqp_addr()
 }
 
 async fn spawn_behind(proxy: &TcpProxy, confirm_timeout: &str) -> TestApp {

@@ -6,15 +6,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clerk_sync_testkit::{TcpProxy, amqp_url, wait_until, wait_until_value};
+use clerk_sync_testkit::{TcpProxy, wait_until, wait_until_value};
 
 use crate::helpers::*;
 
 /// The test broker's address, from `AMQP_URL` (the single RabbitMQ 4 node in CI's second run).
 fn broker_addr() -> SocketAddr {
-    let uri: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
-    let host = if uri.authority.host == "localhost" { "127.0.0.1".to_owned() } else { uri.authority.host };
-    format!("{host}:{}", uri.authority.port).parse().unwrap()
+    clerk_sync_testkit::amqp_addr()
 }
 
 fn node_url(addr: SocketAddr) -> String {

@@ -14,7 +14,7 @@ pub mod relay;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clerk_sync_core::amqp::{Nodes, Publisher, PublisherOptions};
+use clerk_sync_core::amqp::Nodes;
 use clerk_sync_store::feed;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
     pub pool: PgPool,
-    /// The relay's publisher (its own connection, named `clerk-sync-worker-relay`).
-    pub publisher: PublisherOptions,
+    /// The relay's confirm timeout (`amqp.confirm_timeout`), per round.
+    pub confirm_timeout: Duration,
     pub nodes: Arc<Nodes>,
     /// `<prefix>.changes`.
     pub exchange: String,
@@ -47,12 +47,9 @@ pub struct FeedOptions {
 
 impl FeedOptions {
     pub fn from_settings(settings: &clerk_sync_core::settings::Settings, pool: PgPool) -> Self {
-        let mut publisher = PublisherOptions::from_settings(settings, "clerk-sync-worker-relay");
-        // One change per object per wave (relay.rs): a few channels are plenty.
-        publisher.channels = publisher.channels.min(4);
         Self {
             pool,
-            publisher,
+            confirm_timeout: settings.amqp.confirm_timeout.max(Duration::from_secs(10)),
             nodes: Arc::new(Nodes::from_settings(&settings.amqp)),
             exchange: exchange(&settings.amqp.prefix),
             retention: settings.worker.event_retention,
@@ -69,9 +66,8 @@ pub fn exchange(prefix: &str) -> String {
 
 /// Runs until `shutdown`: standby, and leader whenever it holds the lock.
 pub async fn run(opts: FeedOptions, shutdown: CancellationToken) {
-    let publisher = Publisher::start(opts.publisher.clone());
     while !shutdown.is_cancelled() {
-        match lead(&opts, &publisher, &shutdown).await {
+        match lead(&opts, &shutdown).await {
             Ok(true) => tracing::info!("change feed: leadership released"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "change feed: leader lost its database connection; trying again"),
@@ -81,12 +77,11 @@ pub async fn run(opts: FeedOptions, shutdown: CancellationToken) {
             () = tokio::time::sleep(opts.standby_poll) => {}
         }
     }
-    publisher.close().await;
 }
 
 /// Tries to take the lead; leads until shutdown or a database error. `Ok(false)`: another worker
 /// leads.
-async fn lead(opts: &FeedOptions, publisher: &Publisher, shutdown: &CancellationToken) -> Result<bool, sqlx::Error> {
+async fn lead(opts: &FeedOptions, shutdown: &CancellationToken) -> Result<bool, sqlx::Error> {
     let mut conn = PgConnection::connect_with(&opts.pool.connect_options()).await?;
     let leader: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
@@ -95,22 +90,39 @@ async fn lead(opts: &FeedOptions, publisher: &Publisher, shutdown: &Cancellation
         return Ok(false);
     }
     tracing::info!(exchange = %opts.exchange, "change feed: this worker leads (sequencer and relay)");
-    let mut relay = relay::Relay::new(publisher.clone(), opts.nodes.clone(), opts.exchange.clone());
+    let mut relay = relay::Relay::new(opts.nodes.clone(), opts.exchange.clone(), opts.confirm_timeout);
+    let led = lead_with(opts, shutdown, &mut conn, &mut relay).await;
+    relay.close().await;
+    led?;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LEADER_LOCK).execute(&mut conn).await;
+    let _ = conn.close().await;
+    Ok(true)
+}
+
+/// The leader's loop on its locked connection: sequence, relay, prune, until shutdown.
+async fn lead_with(
+    opts: &FeedOptions,
+    shutdown: &CancellationToken,
+    conn: &mut PgConnection,
+    relay: &mut relay::Relay,
+) -> Result<(), sqlx::Error> {
     let mut relayed: i64 =
-        sqlx::query_scalar("SELECT relayed_position FROM clerk.change_feed_state").fetch_one(&mut conn).await?;
+        sqlx::query_scalar("SELECT relayed_position FROM clerk.change_feed_state").fetch_one(&mut *conn).await?;
     let mut last_prune: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let mut busy = false;
-        if feed::pending(&mut conn).await? {
-            busy |= feed::sequence(&mut conn, ROUND_ROWS).await?.is_some();
+        relay.keep_connected().await;
+        if feed::pending(&mut *conn).await? {
+            busy |= feed::sequence(&mut *conn, ROUND_ROWS).await?.is_some();
         }
-        let changes = if relay.ready() { feed::after(&mut conn, relayed, None, RELAY_ROWS).await? } else { Vec::new() };
+        let changes =
+            if relay.ready() { feed::after(&mut *conn, relayed, None, RELAY_ROWS).await? } else { Vec::new() };
         if let Some(last) = changes.last().map(|c| c.position)
             && relay.publish(&changes).await
         {
             sqlx::query("UPDATE clerk.change_feed_state SET relayed_position = $1, relayed_at = now()")
                 .bind(last)
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await?;
             relayed = last;
             busy = true;
@@ -132,7 +144,5 @@ async fn lead(opts: &FeedOptions, publisher: &Publisher, shutdown: &Cancellation
             }
         }
     }
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LEADER_LOCK).execute(&mut conn).await;
-    let _ = conn.close().await;
-    Ok(true)
+    Ok(())
 }

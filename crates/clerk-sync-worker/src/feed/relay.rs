@@ -1,45 +1,44 @@
 //! The relay: publishes positioned changes to the topic exchange `<prefix>.changes` with routing
 //! key `<resource>.<operation>`, confirmed, at least once and in order per object.
 //!
-//! A round's changes (in position order) go out in waves holding at most one change per object;
-//! a wave's publishes run concurrently and all must be confirmed before the next wave starts. So
-//! the broker has taken a change before the object's next one is published: order per object holds
-//! across the publisher's channels, while changes of different objects pipeline. The leader stores
-//! the progress (`relayed_position`) only after a whole round is confirmed; a crash or a broker
-//! failure before that publishes the round again (duplicates, never a gap; the message id is the
-//! position, for consumers that deduplicate).
+//! One confirm-mode channel of its own: RabbitMQ routes the messages of one channel in the order
+//! they were published, so a round (in position order) is published pipelined and then every
+//! confirm awaited; order per object (indeed the whole order) holds at each bound queue. The
+//! leader stores the progress (`relayed_position`) only after a whole round is confirmed; a crash
+//! or a broker failure before that publishes the round again (duplicates, never a gap; the message
+//! id is the position, for consumers that deduplicate).
 //!
-//! No queue of clerk-sync's is bound to the exchange (applications bind their own), so a publish
-//! that no queue takes comes back unroutable: the broker has handled it, and the relay counts it
-//! as delivered.
+//! Not the core `Publisher`: it publishes `mandatory`, and no queue of clerk-sync's is bound here
+//! (applications bind their own, or none yet), so every change nobody listens to would come back
+//! as a returned message, body and all, logged by lapin as a warning. Unroutable is fine here:
+//! the broker has handled the message.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
-use clerk_sync_core::amqp::{Nodes, OutgoingMessage, PublishError, Publisher};
+use clerk_sync_core::amqp::Nodes;
 use clerk_sync_store::feed::Change;
-use lapin::options::ExchangeDeclareOptions;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
 pub struct Relay {
-    publisher: Publisher,
     nodes: Arc<Nodes>,
     exchange: String,
-    declared: bool,
+    confirm_timeout: Duration,
+    link: Option<(Connection, Channel)>,
     backoff: backoff::ExponentialBackoff,
     not_before: Option<Instant>,
 }
 
 impl Relay {
-    pub fn new(publisher: Publisher, nodes: Arc<Nodes>, exchange: String) -> Self {
+    pub fn new(nodes: Arc<Nodes>, exchange: String, confirm_timeout: Duration) -> Self {
         Self {
-            publisher,
             nodes,
             exchange,
-            declared: false,
+            confirm_timeout,
+            link: None,
             backoff: clerk_sync_core::backoff::exponential(Duration::from_millis(200), Duration::from_secs(10)),
             not_before: None,
         }
@@ -51,7 +50,7 @@ impl Relay {
     }
 
     /// Publishes `changes` (in position order); true when every one is confirmed. On failure it
-    /// logs, backs off and redeclares the exchange before the next attempt.
+    /// logs, drops the connection and backs off; the next attempt reconnects and redeclares.
     pub async fn publish(&mut self, changes: &[Change]) -> bool {
         match self.try_publish(changes).await {
             Ok(()) => {
@@ -61,57 +60,84 @@ impl Relay {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "change feed relay: publishing failed; will retry from the stored progress");
-                self.declared = false;
+                if let Some((connection, _)) = self.link.take() {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), connection.close(200, "relay retry".into())).await;
+                }
                 self.not_before = Some(Instant::now() + self.backoff.next_backoff().unwrap_or(Duration::from_secs(10)));
                 false
             }
         }
     }
 
+    /// Connects (declaring the exchange, so applications can bind to it before the first change)
+    /// unless connected or backing off.
+    pub async fn keep_connected(&mut self) {
+        if self.link.is_some() || !self.ready() {
+            return;
+        }
+        match self.connect().await {
+            Ok(link) => self.link = Some(link),
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed relay: cannot connect to RabbitMQ; will retry");
+                self.not_before = Some(Instant::now() + self.backoff.next_backoff().unwrap_or(Duration::from_secs(10)));
+            }
+        }
+    }
+
+    pub async fn close(&mut self) {
+        if let Some((connection, _)) = self.link.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "relay stopped".into())).await;
+        }
+    }
+
     async fn try_publish(&mut self, changes: &[Change]) -> anyhow::Result<()> {
-        if !self.declared {
-            self.declare().await?;
-            self.declared = true;
+        if self.link.is_none() {
+            self.link = Some(self.connect().await?);
         }
-        let mut rest = changes;
-        while !rest.is_empty() {
-            let mut objects = HashSet::new();
-            let n = rest.iter().take_while(|c| objects.insert((c.resource.as_str(), c.object_id.as_str()))).count();
-            let (wave, next) = rest.split_at(n);
-            futures_util::future::try_join_all(wave.iter().map(|c| self.publish_one(c))).await?;
-            rest = next;
+        let Some((_, channel)) = &self.link else { unreachable!("connected above") };
+        let options = BasicPublishOptions { mandatory: false, immediate: false };
+        let mut confirms = Vec::with_capacity(changes.len());
+        for change in changes {
+            let body = serde_json::to_vec(change)?;
+            let mut headers = FieldTable::default();
+            headers.insert("position".into(), AMQPValue::LongLongInt(change.position));
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(change.position.to_string()))
+                .with_headers(headers);
+            let key = change.routing_key();
+            confirms.push(
+                channel
+                    .basic_publish(self.exchange.as_str().into(), key.as_str().into(), options, &body, properties)
+                    .await?,
+            );
         }
+        let all = futures_util::future::try_join_all(confirms);
+        let outcome = tokio::time::timeout(self.confirm_timeout, all)
+            .await
+            .map_err(|_| anyhow::anyhow!("no confirm within {:?}", self.confirm_timeout))??;
+        anyhow::ensure!(
+            outcome.iter().all(|c| matches!(c, Confirmation::Ack(_))),
+            "the broker refused (nack) a change"
+        );
         Ok(())
     }
 
-    async fn publish_one(&self, change: &Change) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(change).expect("a change serializes");
-        let routing_key = change.routing_key();
-        let mut headers = FieldTable::default();
-        headers.insert("position".into(), AMQPValue::LongLongInt(change.position));
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(change.position.to_string()))
-            .with_headers(headers);
-        let msg = OutgoingMessage { exchange: &self.exchange, routing_key: &routing_key, body: &body, properties };
-        match self.publisher.publish(msg).await {
-            Ok(()) | Err(PublishError::Unroutable(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Declares the durable topic exchange on a short-lived connection (the core publisher
-    /// declares only the ingest topology).
-    async fn declare(&self) -> anyhow::Result<()> {
-        let connected = self.nodes.connect(ConnectionProperties::default()).await?;
+    /// A connection and a confirm channel, the durable topic exchange declared on it.
+    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
+        let connected = self
+            .nodes
+            .connect(ConnectionProperties::default().with_connection_name("clerk-sync-worker-relay".into()))
+            .await?;
         let channel = connected.connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        let declared = channel
+        channel
             .exchange_declare(self.exchange.as_str().into(), ExchangeKind::Topic, options, FieldTable::default())
-            .await;
-        let _ = connected.connection.close(200, "exchange declared".into()).await;
-        declared?;
-        Ok(())
+            .await?;
+        tracing::info!(node = %connected.node, exchange = %self.exchange, "change feed relay connected");
+        Ok((connected.connection, channel))
     }
 }

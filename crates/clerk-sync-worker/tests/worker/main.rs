@@ -7,6 +7,7 @@ mod effects;
 mod end_to_end;
 mod faults;
 mod feed;
+mod feed_consumer;
 mod helpers;
 mod history;
 mod migrate;

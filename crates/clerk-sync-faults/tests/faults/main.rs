@@ -5,6 +5,7 @@
 //! These restart shared services, so they are `#[ignore]`d in the normal run and executed one at a
 //! time by `make test-faults` (`cargo nextest run -p clerk-sync-faults --run-ignored only -j 1`).
 
+mod feed;
 mod flood;
 mod helpers;
 mod read_only;

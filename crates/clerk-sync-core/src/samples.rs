@@ -76,6 +76,20 @@ pub fn membership(id: &str, org_id: &str, user_id: &str, role: &str, updated_at:
     })
 }
 
+/// A session as `session.*` carry it (`status`: `active`, `pending`, `ended`, `removed`, `revoked`);
+/// real events also nest the whole user, which the worker keeps in `raw` only.
+pub fn session(id: &str, user_id: &str, status: &str, updated_at: i64) -> Value {
+    json!({
+        "abandon_at": updated_at + 2_592_000_000_i64, "actor": null, "client_id": "client_2sampleClient000000000",
+        "created_at": updated_at - 60_000, "expire_at": updated_at + 604_800_000_i64, "id": id,
+        "last_active_at": updated_at - 1_000, "last_active_organization_id": null,
+        "latest_activity": {"browser_name": "Chrome", "browser_version": "128.0.0.0", "city": "Lisbon", "country": "PT",
+                            "device_type": "Macintosh", "id": "sess_activity_2sample000000", "ip_address": "203.0.113.7",
+                            "is_mobile": false, "object": "session_activity"},
+        "object": "session", "status": status, "updated_at": updated_at, "user_id": user_id
+    })
+}
+
 fn deleted(object: &str, id: &str) -> Value {
     json!({"deleted": true, "id": id, "object": object})
 }
@@ -110,12 +124,10 @@ pub fn sample(event_type: &str, ts: i64) -> Option<Value> {
             "organization_id": org_id, "total_pending_invitations": 0, "total_pending_suggestions": 0, "updated_at": ts,
             "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": null}
         }),
-        t if t.starts_with("session.") => json!({
-            "abandon_at": ts + 604_800_000_i64, "client_id": "client_2sampleClient000000000", "created_at": ts - 1_000,
-            "expire_at": ts + 604_800_000_i64, "id": "sess_2sampleSession00000000", "last_active_at": ts,
-            "object": "session", "status": t.strip_prefix("session.").map(|s| if s == "created" { "active" } else { s }),
-            "updated_at": ts, "user_id": user_id
-        }),
+        t if t.starts_with("session.") => {
+            let status = t.strip_prefix("session.").map_or("active", |s| if s == "created" { "active" } else { s });
+            session("sess_2sampleSession00000000", user_id, status, ts)
+        }
         "email.created" => json!({
             "body": "<p>Your verification code is 123456</p>", "data": {"otp_code": "123456"}, "delivered_by_clerk": true,
             "email_address_id": "idn_sample", "from_email_name": "noreply", "id": "ema_2sampleEmail000000000",

@@ -18,10 +18,11 @@ pub enum Resource {
     User,
     Organization,
     Membership,
+    Session,
 }
 
 impl Resource {
-    pub const ALL: [Self; 3] = [Self::User, Self::Organization, Self::Membership];
+    pub const ALL: [Self; 4] = [Self::User, Self::Organization, Self::Membership, Self::Session];
 
     /// The name `clerk.apply_batch` returns for rows of this resource.
     pub fn as_sql(self) -> &'static str {
@@ -29,6 +30,7 @@ impl Resource {
             Self::User => "user",
             Self::Organization => "organization",
             Self::Membership => "membership",
+            Self::Session => "session",
         }
     }
 
@@ -42,6 +44,7 @@ impl Resource {
             Self::User => "users",
             Self::Organization => "organizations",
             Self::Membership => "organization_memberships",
+            Self::Session => "sessions",
         }
     }
 }
@@ -78,11 +81,11 @@ pub const CATALOGUE: &[EventType] = &[
     ignored("organizationDomain.created"),
     ignored("organizationDomain.updated"),
     ignored("organizationDomain.deleted"),
-    ignored("session.created"),
-    ignored("session.ended"),
-    ignored("session.pending"),
-    ignored("session.removed"),
-    ignored("session.revoked"),
+    stored("session.created", Resource::Session),
+    stored("session.ended", Resource::Session),
+    stored("session.pending", Resource::Session),
+    stored("session.removed", Resource::Session),
+    stored("session.revoked", Resource::Session),
     ignored("email.created"),
     ignored("sms.created"),
     ignored("role.created"),

@@ -146,6 +146,9 @@ fn partition_key(change: &Change) -> Option<&str> {
             // that membership's events then share a lane, which is what matters for its row.
             Some(organization.as_ref().map_or(m.id.as_str(), |o| o.id.as_str()))
         }
+        // Its own id: a session's events write only its row (a user's deletion reaches it under
+        // the driver's advisory lock, from whichever lane).
+        Change::UpsertSession(s) => Some(&s.id),
         Change::Ignore => None,
     }
 }
@@ -214,7 +217,9 @@ mod tests {
         assert_eq!(partition_key(&org), Some("org_1"));
         let user = change(r#"{"type":"user.deleted","timestamp":1,"data":{"id":"user_1","deleted":true}}"#);
         assert_eq!(partition_key(&user), Some("user_1"));
-        let session = change(r#"{"type":"session.created","timestamp":1,"data":{"id":"sess_1"}}"#);
-        assert_eq!(partition_key(&session), None);
+        let session = change(r#"{"type":"session.created","timestamp":1,"data":{"id":"sess_1","updated_at":1}}"#);
+        assert_eq!(partition_key(&session), Some("sess_1"));
+        let email = change(r#"{"type":"email.created","timestamp":1,"data":{"id":"ema_1"}}"#);
+        assert_eq!(partition_key(&email), None);
     }
 }

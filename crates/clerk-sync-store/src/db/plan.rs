@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::ms;
 use crate::catalogue::Resource;
-use crate::event::{Change, Event, Membership, Organization, User};
+use crate::event::{Change, Event, Membership, Organization, Session, User};
 
 /// Where a version stands in the one total order of versions of an object: Clerk's `updated_at`,
 /// then the object's own event above a copy nested in another event's payload, then the
@@ -62,6 +62,43 @@ pub fn keep_earliest<'a>(
     entry.external_id = entry.external_id.or(external_id);
 }
 
+/// The rank of a session's status in the merge of final statuses (migration 11): 0 for a status
+/// that is not final, else `ended` < `removed` < `revoked`. Must match `clerk.session_final_rank`.
+pub fn session_final_rank(status: Option<&str>) -> u8 {
+    match status {
+        Some("ended") => 1,
+        Some("removed") => 2,
+        Some("revoked") => 3,
+        _ => 0,
+    }
+}
+
+/// The highest-ranked final status seen per object in a batch (ranked by `rank`).
+pub type FinalById<'a> = BTreeMap<&'a str, &'a str>;
+
+fn keep_final<'a>(map: &mut FinalById<'a>, id: &'a str, status: Option<&'a str>, rank: fn(Option<&str>) -> u8) {
+    if let Some(status) = status.filter(|s| rank(Some(s)) > 0) {
+        let current = map.get(id).copied();
+        if rank(Some(status)) > rank(current) {
+            map.insert(id, status);
+        }
+    }
+}
+
+/// The status a row is written with: the highest-ranked final status seen for it in the batch,
+/// if that outranks the newest version's own status; else the newest version's.
+pub fn merged_status<'a>(
+    newest: Option<&'a str>,
+    finals: &FinalById<'a>,
+    id: &str,
+    rank: fn(Option<&str>) -> u8,
+) -> Option<&'a str> {
+    match finals.get(id).copied() {
+        Some(f) if rank(Some(f)) > rank(newest) => Some(f),
+        _ => newest,
+    }
+}
+
 /// A batch reduced to what must be written: per resource, the newest version of each object and
 /// the earliest deletion, each sorted by id.
 #[derive(Default)]
@@ -72,6 +109,9 @@ pub struct Plan<'a> {
     pub org_deletes: DeletionsById<'a>,
     pub members: NewestById<'a, Membership>,
     pub member_deletes: DeletionsById<'a>,
+    pub sessions: NewestById<'a, Session>,
+    /// Final statuses seen per session, merged into the row whatever their version.
+    pub session_finals: FinalById<'a>,
 }
 
 impl<'a> Plan<'a> {
@@ -116,6 +156,10 @@ impl<'a> Plan<'a> {
                 self.nested_organization(m, organization.as_ref(), version);
                 keep_earliest(&mut self.member_deletes, &m.id, deleted_at(event), None);
             }
+            Change::UpsertSession(s) => {
+                keep_newest(&mut self.sessions, &s.id, newest(i, version(s.updated_at, true), s, raw));
+                keep_final(&mut self.session_finals, &s.id, s.status.as_deref(), session_final_rank);
+            }
             Change::Ignore => {}
         }
     }
@@ -141,6 +185,7 @@ impl<'a> Plan<'a> {
             && self.org_deletes.is_empty()
             && self.user_deletes.is_empty()
             && self.member_deletes.is_empty()
+            && self.sessions.is_empty()
     }
 
     /// The message whose version of this object the plan kept (`None` for a nested organization
@@ -150,6 +195,7 @@ impl<'a> Plan<'a> {
             Resource::Organization => self.orgs.get(id).and_then(|n| n.owner),
             Resource::User => self.users.get(id).and_then(|n| n.owner),
             Resource::Membership => self.members.get(id).and_then(|n| n.owner),
+            Resource::Session => self.sessions.get(id).and_then(|n| n.owner),
         }
     }
 }
@@ -166,6 +212,7 @@ pub fn written_object(change: &Change) -> Option<(Resource, &str)> {
         Change::UpsertUser(u) => Some((Resource::User, &u.id)),
         Change::UpsertOrganization(o) => Some((Resource::Organization, &o.id)),
         Change::UpsertMembership { membership: m, .. } => Some((Resource::Membership, &m.id)),
+        Change::UpsertSession(s) => Some((Resource::Session, &s.id)),
         _ => None,
     }
 }
@@ -211,6 +258,26 @@ mod tests {
         keep_newest(&mut map, "u1", newest(0, 1, true, None, "m"));
         keep_newest(&mut map, "u0", newest(1, 1, true, None, "m"));
         assert_eq!(map.keys().copied().collect::<Vec<_>>(), vec!["u0", "u1"], "sorted by id");
+    }
+
+    #[test]
+    fn a_final_status_outranks_any_other_whatever_the_order_and_the_highest_final_wins() {
+        let statuses = [Some("active"), Some("ended"), Some("pending"), Some("revoked"), Some("removed")];
+        for rotation in 0..statuses.len() {
+            let mut order = statuses;
+            order.rotate_left(rotation);
+            let mut finals = FinalById::new();
+            for s in order {
+                keep_final(&mut finals, "sess_1", s, session_final_rank);
+            }
+            assert_eq!(merged_status(Some("active"), &finals, "sess_1", session_final_rank), Some("revoked"));
+        }
+        let mut finals = FinalById::new();
+        keep_final(&mut finals, "sess_1", Some("active"), session_final_rank);
+        assert!(finals.is_empty(), "a status that is not final is not kept");
+        assert_eq!(merged_status(Some("pending"), &finals, "sess_1", session_final_rank), Some("pending"));
+        keep_final(&mut finals, "sess_1", Some("ended"), session_final_rank);
+        assert_eq!(merged_status(Some("revoked"), &finals, "sess_1", session_final_rank), Some("revoked"));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::ms;
-use super::plan::{DeletionsById, Newest, NewestById, Plan, Version};
-use crate::event::{Membership, Organization, User};
+use super::plan::{DeletionsById, FinalById, Newest, NewestById, Plan, Version, merged_status, session_final_rank};
+use crate::event::{Membership, Organization, Session, User};
 
 /// One resource's part of a batch: `{"upserts": [...], "deletions": [...]}`.
 #[derive(Debug, Serialize)]
@@ -92,12 +92,32 @@ pub struct MembershipRow<'a> {
     pub version_svix_id: &'a str,
 }
 
-/// The plan as the three arguments of `clerk.apply_batch`.
+/// A row of `clerk.sessions`; `status` is the batch's merge of final statuses (`db/plan.rs`).
+#[derive(Debug, Serialize)]
+pub struct SessionRow<'a> {
+    pub id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub last_active_at: Option<DateTime<Utc>>,
+    pub last_active_organization_id: Option<&'a str>,
+    pub expire_at: Option<DateTime<Utc>>,
+    pub abandon_at: Option<DateTime<Utc>>,
+    pub latest_activity: Option<&'a RawValue>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub raw: &'a RawValue,
+    pub version_at: Option<DateTime<Utc>>,
+    pub version_svix_id: &'a str,
+}
+
+/// The plan as the arguments of `clerk.apply_batch`.
 #[derive(Debug)]
 pub struct Rows<'a> {
     pub organizations: ResourceBatch<'a, OrganizationRow<'a>>,
     pub users: ResourceBatch<'a, UserRow<'a>>,
     pub memberships: ResourceBatch<'a, MembershipRow<'a>>,
+    pub sessions: ResourceBatch<'a, SessionRow<'a>>,
 }
 
 impl<'a> Rows<'a> {
@@ -106,6 +126,7 @@ impl<'a> Rows<'a> {
             organizations: batch(&plan.orgs, &plan.org_deletes, organization),
             users: batch(&plan.users, &plan.user_deletes, user),
             memberships: batch(&plan.members, &plan.member_deletes, membership),
+            sessions: batch(&plan.sessions, &DeletionsById::new(), |n| session(n, &plan.session_finals)),
         }
     }
 }
@@ -205,4 +226,24 @@ fn nested_org_id(m: &Membership) -> Option<String> {
         id: Option<String>,
     }
     m.organization.as_ref().and_then(|raw| serde_json::from_str::<Id>(raw.get()).ok()).and_then(|o| o.id)
+}
+
+fn session<'a>(n: &Newest<'a, Session>, finals: &FinalById<'a>) -> SessionRow<'a> {
+    let s = n.object;
+    SessionRow {
+        id: &s.id,
+        user_id: s.user_id.as_deref(),
+        client_id: s.client_id.as_deref(),
+        status: merged_status(s.status.as_deref(), finals, &s.id, session_final_rank),
+        last_active_at: s.last_active_at.and_then(ms),
+        last_active_organization_id: s.last_active_organization_id.as_deref(),
+        expire_at: s.expire_at.and_then(ms),
+        abandon_at: s.abandon_at.and_then(ms),
+        latest_activity: raw(&s.latest_activity),
+        created_at: s.created_at.and_then(ms),
+        updated_at: ms(n.version.updated_at),
+        raw: n.raw,
+        version_at: version_at(&n.version),
+        version_svix_id: n.version.svix_id,
+    }
 }

@@ -4,7 +4,7 @@
 
 mod objects;
 
-pub use objects::{DeletedObject, Membership, Organization, PublicUserData, User};
+pub use objects::{DeletedObject, Membership, Organization, PublicUserData, Session, User};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -57,6 +57,8 @@ pub enum Change {
         membership: Membership,
         organization: Option<Organization>,
     },
+    /// `session.*`: every type is an upsert; the final statuses are merged (`db/plan.rs`).
+    UpsertSession(Session),
     /// Recorded in `webhook_events` as `ignored`: a type this service does not store.
     Ignore,
 }
@@ -174,6 +176,11 @@ pub fn from_object(
         "organizationMembership.deleted" => {
             let (membership, organization) = membership_parts(t, &data)?;
             Change::DeleteMembership { membership, organization }
+        }
+        "session.created" | "session.pending" | "session.ended" | "session.removed" | "session.revoked" => {
+            let session: Session = parse_data(t, &data)?;
+            require_updated_at(t, session.updated_at)?;
+            Change::UpsertSession(session)
         }
         _ => Change::Ignore,
     };

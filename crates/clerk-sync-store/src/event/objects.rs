@@ -143,3 +143,29 @@ pub struct DeletedObject {
     #[serde(default)]
     pub external_id: Option<String>,
 }
+
+/// `session.*`: the session; `user` (the whole user, added in late 2025) is kept in `raw` only.
+#[derive(Debug, Deserialize)]
+pub struct Session {
+    pub id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub last_active_at: Option<i64>,
+    #[serde(default)]
+    pub last_active_organization_id: Option<String>,
+    #[serde(default)]
+    pub expire_at: Option<i64>,
+    #[serde(default)]
+    pub abandon_at: Option<i64>,
+    #[serde(default)]
+    pub latest_activity: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}

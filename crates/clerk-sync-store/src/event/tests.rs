@@ -7,17 +7,36 @@ fn parse_value(v: serde_json::Value) -> Result<Event, ParseError> {
 }
 
 #[test]
-fn every_catalogue_type_is_recognised_and_only_users_orgs_and_memberships_change_anything() {
+fn every_catalogue_type_is_recognised_and_parses_to_a_change_exactly_when_the_catalogue_stores_it() {
     for t in crate::catalogue::names() {
         let event = parse_value(samples::sample(t, 1_716_883_200_000).unwrap()).unwrap();
         assert_eq!(event.event_type, t);
         assert_eq!(crate::catalogue::label(t), t);
-        let stored =
-            t.starts_with("user.") || t.starts_with("organization.") || t.starts_with("organizationMembership.");
-        assert_eq!(!matches!(event.change, Change::Ignore), stored, "{t}");
         let handling = crate::catalogue::find(t).unwrap().handling;
-        assert_eq!(matches!(handling, crate::catalogue::Handling::Stored(_)), stored, "{t}");
+        let stored = matches!(handling, crate::catalogue::Handling::Stored(_));
+        assert_eq!(!matches!(event.change, Change::Ignore), stored, "{t}");
     }
+    for t in ["session.created", "session.pending", "session.ended", "session.removed", "session.revoked"] {
+        assert!(matches!(crate::catalogue::find(t).unwrap().handling, crate::catalogue::Handling::Stored(_)), "{t}");
+    }
+    // Their bodies carry one-time codes: never stored.
+    for t in ["email.created", "sms.created"] {
+        assert_eq!(crate::catalogue::find(t).unwrap().handling, crate::catalogue::Handling::Ignored, "{t}");
+    }
+}
+
+#[test]
+fn a_session_without_updated_at_is_refused_and_one_with_nulls_parses() {
+    let no_version = samples::envelope("session.ended", serde_json::json!({"id": "sess_1", "status": "ended"}), 1);
+    assert!(matches!(parse_value(no_version), Err(ParseError::MissingUpdatedAt(_))));
+    let nulls = serde_json::json!({"id": "sess_1", "user_id": null, "client_id": null, "status": null,
+        "latest_activity": null, "last_active_at": null, "expire_at": null, "updated_at": 5});
+    assert!(matches!(
+        parse_value(samples::envelope("session.created", nulls, 1)).unwrap().change,
+        Change::UpsertSession(_)
+    ));
+    let hostile = samples::envelope("session.revoked", serde_json::json!({"id": 7, "updated_at": 5}), 1);
+    assert!(matches!(parse_value(hostile), Err(ParseError::Data { .. })));
 }
 
 #[test]

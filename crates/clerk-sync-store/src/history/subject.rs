@@ -45,7 +45,8 @@ impl Subject {
                 user_id: m.public_user_data.as_ref().and_then(|p| p.user_id.clone()),
                 organization_id: nested_org(organization),
             },
-            Change::Ignore => {
+            // Sessions and the types not stored: the payload's conventional fields.
+            _ => {
                 let ids: Ids = serde_json::from_str(event.data.get()).unwrap_or_default();
                 let payer = ids.payer.unwrap_or_default();
                 Self {

@@ -5,12 +5,14 @@
 //! The history has equal-version ties: updates that keep the previous `updated_at` (the envelope
 //! time then decides), updates that keep both (the svix-id decides; ids are issued in history
 //! order), and membership events whose nested organization has the same `updated_at` as the
-//! organization's own latest event but other contents (the own event wins).
+//! organization's own latest event but other contents (the own event wins). Sessions ride along
+//! (about as many events as the rest): final statuses, some stamped older than the session's
+//! latest version, must end the same whatever the order, and a deleted user's sessions end.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clerk_sync_core::samples::{envelope, membership, organization, user};
+use clerk_sync_core::samples::{envelope, membership, organization, session, user};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -44,6 +46,8 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
     let mut orgs: BTreeMap<String, Org> = BTreeMap::new();
     let mut members: BTreeMap<String, (String, String, &str)> = BTreeMap::new();
     let mut deleted_orgs: Vec<String> = Vec::new();
+    // Session id -> (user, latest version stamp).
+    let mut sessions: BTreeMap<String, (String, (i64, i64))> = BTreeMap::new();
     for step in 0..steps {
         let t = T + i64::try_from(step).unwrap() * 1_000;
         let live_users: Vec<String> = users.iter().filter(|(_, alive)| **alive).map(|(id, _)| id.clone()).collect();
@@ -124,8 +128,55 @@ fn history(rng: &mut StdRng, steps: usize) -> Vec<(String, Value)> {
         };
         // Issued in history order, so that where everything else ties the later event sorts last.
         out.push((format!("msg_{:05}_{}", out.len(), &svix_id()[4..]), event));
+        if let Some(event) = session_event(rng, &mut sessions, &live_users, step, t) {
+            out.push((format!("msg_{:05}_{}", out.len(), &svix_id()[4..]), event));
+        }
     }
     out
+}
+
+/// Sessions, about as many events as everything else: new sessions of live users, updates (ties
+/// included), and final statuses, some of them stamped older than the session's latest version
+/// (they must still end it) and some followed by a newer `active` (which must not revive it).
+fn session_event(
+    rng: &mut StdRng,
+    sessions: &mut BTreeMap<String, (String, (i64, i64))>,
+    live_users: &[String],
+    step: usize,
+    t: i64,
+) -> Option<Value> {
+    let t = t + 500;
+    match rng.random_range(0..100) {
+        0..=29 if !live_users.is_empty() => {
+            let id = format!("sess_{step:05}");
+            let u = live_users.choose(rng).unwrap().clone();
+            sessions.insert(id.clone(), (u.clone(), (t, t)));
+            let status = if rng.random_bool(0.2) { "pending" } else { "active" };
+            Some(envelope("session.created", session(&id, &u, status, t), t))
+        }
+        30..=84 if !sessions.is_empty() => {
+            let ids: Vec<String> = sessions.keys().cloned().collect();
+            let id = ids.choose(rng).unwrap().clone();
+            let (u, previous) = sessions[&id].clone();
+            let (updated_at, at) = stamp(rng, Some(previous), t);
+            let (t_name, status) = match rng.random_range(0..10) {
+                0 => ("session.ended", "ended"),
+                1 => ("session.revoked", "revoked"),
+                2 => ("session.removed", "removed"),
+                _ => ("session.created", "active"),
+            };
+            // Now and then a final status stamped before the latest version.
+            let (updated_at, at) = if status != "active" && rng.random_bool(0.3) {
+                (previous.0 - 100, previous.1 - 100)
+            } else {
+                (updated_at, at)
+            };
+            let latest = sessions.get_mut(&id).unwrap();
+            latest.1 = latest.1.max((updated_at, at));
+            Some(envelope(t_name, session(&id, &u, status, updated_at), at))
+        }
+        _ => None,
+    }
 }
 
 /// An organization as a membership event nests it: same `updated_at` as its own latest event, but
@@ -136,8 +187,14 @@ fn nested_copy(version: &Value) -> Value {
     copy
 }
 
-async fn tables(env: &TestEnv) -> [Vec<Value>; 3] {
-    [env.table("users").await, env.table("organizations").await, env.table("organization_memberships").await]
+const TABLES: [&str; 4] = ["users", "organizations", "organization_memberships", "sessions"];
+
+async fn tables(env: &TestEnv) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    for name in TABLES {
+        out.push(env.table(name).await);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +220,7 @@ async fn shuffled_duplicated_and_redelivered_events_converge_to_the_in_order_sta
     let expected = tables(&ordered).await;
     assert!(expected.iter().all(|t| !t.is_empty()), "the history touches every table");
     assert!(expected[0].iter().any(|u| !u["deleted_at"].is_null()), "and deletes some users");
+    assert!(expected[3].iter().any(|s| s["status"] == "ended"), "and ends some sessions");
 
     // The real thing: shuffled, a quarter of the events twice, three workers, one killed.
     let chaos = setup("conv-chaos").await;
@@ -190,9 +248,7 @@ async fn shuffled_duplicated_and_redelivered_events_converge_to_the_in_order_sta
         w.stop().await;
     }
     let actual = tables(&chaos).await;
-    for (name, (a, e)) in
-        ["users", "organizations", "organization_memberships"].iter().zip(actual.iter().zip(&expected))
-    {
+    for (name, (a, e)) in TABLES.iter().zip(actual.iter().zip(&expected)) {
         assert_eq!(a.len(), e.len(), "{name}: row count (seed {seed})");
         for (ra, re) in a.iter().zip(e) {
             assert_eq!(ra, re, "{name}: row differs (seed {seed})");

@@ -28,7 +28,8 @@ async fn every_distinct_event_is_kept_once_with_its_body_outcome_and_subjects() 
     let worker = env.start_worker().await;
     let newer = envelope("user.updated", user("user_h", "New", "new@example.com", T + 10), T + 10);
     let older = envelope("user.updated", user("user_h", "Old", "old@example.com", T + 5), T + 5);
-    let session = clerk_sync_core::samples::sample("session.created", T).unwrap();
+    // A type not stored (its body carries a one-time code), still kept with its user.
+    let session = clerk_sync_core::samples::sample("sms.created", T).unwrap();
     env.publish_event("msg_h1", &newer).await;
     env.publish_event("msg_h1", &newer).await; // a duplicate
     env.publish_event("msg_h2", &older).await;
@@ -41,7 +42,7 @@ async fn every_distinct_event_is_kept_once_with_its_body_outcome_and_subjects() 
     let outcomes: Vec<(&str, &str)> = user_events.iter().map(|s| (s.svix_id.as_str(), s.outcome.as_str())).collect();
     assert!(outcomes.contains(&("msg_h1", "applied")) && outcomes.contains(&("msg_h2", "stale")), "{outcomes:?}");
     assert_eq!(body_of(&env, "msg_h1").await, newer.to_string(), "the body exactly as received");
-    let sessions = stored(&env, Filter { event_type: Some("session.created".into()), ..Default::default() }).await;
+    let sessions = stored(&env, Filter { event_type: Some("sms.created".into()), ..Default::default() }).await;
     assert_eq!(sessions[0].outcome, "ignored");
     assert_eq!(sessions[0].user_id.as_deref(), Some("user_2sampleUser0000000000"), "found by its user");
     worker.stop().await;

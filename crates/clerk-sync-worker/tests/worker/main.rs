@@ -2,6 +2,7 @@
 //! per test, workers in-process or as real processes.
 
 mod acks;
+mod catalogue;
 mod convergence;
 mod effects;
 mod end_to_end;

@@ -19,10 +19,11 @@ pub enum Resource {
     Organization,
     Membership,
     Session,
+    Invitation,
 }
 
 impl Resource {
-    pub const ALL: [Self; 4] = [Self::User, Self::Organization, Self::Membership, Self::Session];
+    pub const ALL: [Self; 5] = [Self::User, Self::Organization, Self::Membership, Self::Session, Self::Invitation];
 
     /// The name `clerk.apply_batch` returns for rows of this resource.
     pub fn as_sql(self) -> &'static str {
@@ -31,6 +32,7 @@ impl Resource {
             Self::Organization => "organization",
             Self::Membership => "membership",
             Self::Session => "session",
+            Self::Invitation => "invitation",
         }
     }
 
@@ -45,6 +47,7 @@ impl Resource {
             Self::Organization => "organizations",
             Self::Membership => "organization_memberships",
             Self::Session => "sessions",
+            Self::Invitation => "organization_invitations",
         }
     }
 }
@@ -75,9 +78,9 @@ pub const CATALOGUE: &[EventType] = &[
     stored("organizationMembership.created", Resource::Membership),
     stored("organizationMembership.updated", Resource::Membership),
     stored("organizationMembership.deleted", Resource::Membership),
-    ignored("organizationInvitation.created"),
-    ignored("organizationInvitation.accepted"),
-    ignored("organizationInvitation.revoked"),
+    stored("organizationInvitation.created", Resource::Invitation),
+    stored("organizationInvitation.accepted", Resource::Invitation),
+    stored("organizationInvitation.revoked", Resource::Invitation),
     ignored("organizationDomain.created"),
     ignored("organizationDomain.updated"),
     ignored("organizationDomain.deleted"),

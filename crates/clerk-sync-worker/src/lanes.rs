@@ -149,6 +149,8 @@ fn partition_key(change: &Change) -> Option<&str> {
         // Its own id: a session's events write only its row (a user's deletion reaches it under
         // the driver's advisory lock, from whichever lane).
         Change::UpsertSession(s) => Some(&s.id),
+        // Likewise: an invitation's events write only its row.
+        Change::UpsertInvitation(v) => Some(&v.id),
         Change::Ignore => None,
     }
 }

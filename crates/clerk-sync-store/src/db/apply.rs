@@ -117,12 +117,13 @@ async fn write(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<Alive, sqlx::
     let rows = Rows::of(plan);
     let written: Vec<(String, String)> = sqlx::query_as(
         "SELECT resource, id FROM clerk.apply_batch(organizations => $1, users => $2, memberships => $3,
-             sessions => $4)",
+             sessions => $4, invitations => $5)",
     )
     .bind(Json(&rows.organizations))
     .bind(Json(&rows.users))
     .bind(Json(&rows.memberships))
     .bind(Json(&rows.sessions))
+    .bind(Json(&rows.invitations))
     .fetch_all(conn)
     .await?;
     for (resource, id) in written {

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::ms;
 use crate::catalogue::Resource;
-use crate::event::{Change, Event, Membership, Organization, Session, User};
+use crate::event::{Change, Event, Invitation, Membership, Organization, Session, User};
 
 /// Where a version stands in the one total order of versions of an object: Clerk's `updated_at`,
 /// then the object's own event above a copy nested in another event's payload, then the
@@ -73,6 +73,16 @@ pub fn session_final_rank(status: Option<&str>) -> u8 {
     }
 }
 
+/// The rank of an invitation's status (migration 12): `revoked` < `accepted`, 0 if not final.
+/// Must match `clerk.invitation_final_rank`.
+pub fn invitation_final_rank(status: Option<&str>) -> u8 {
+    match status {
+        Some("revoked") => 1,
+        Some("accepted") => 2,
+        _ => 0,
+    }
+}
+
 /// The highest-ranked final status seen per object in a batch (ranked by `rank`).
 pub type FinalById<'a> = BTreeMap<&'a str, &'a str>;
 
@@ -112,6 +122,10 @@ pub struct Plan<'a> {
     pub sessions: NewestById<'a, Session>,
     /// Final statuses seen per session, merged into the row whatever their version.
     pub session_finals: FinalById<'a>,
+    pub invitations: NewestById<'a, Invitation>,
+    pub invitation_finals: FinalById<'a>,
+    /// The accepting user of an `accepted` seen in the batch, kept with the merged status.
+    pub invitation_users: BTreeMap<&'a str, &'a str>,
 }
 
 impl<'a> Plan<'a> {
@@ -160,6 +174,13 @@ impl<'a> Plan<'a> {
                 keep_newest(&mut self.sessions, &s.id, newest(i, version(s.updated_at, true), s, raw));
                 keep_final(&mut self.session_finals, &s.id, s.status.as_deref(), session_final_rank);
             }
+            Change::UpsertInvitation(v) => {
+                keep_newest(&mut self.invitations, &v.id, newest(i, version(v.updated_at, true), v, raw));
+                keep_final(&mut self.invitation_finals, &v.id, v.status.as_deref(), invitation_final_rank);
+                if let Some(user) = v.user_id.as_deref() {
+                    self.invitation_users.entry(&v.id).or_insert(user);
+                }
+            }
             Change::Ignore => {}
         }
     }
@@ -186,6 +207,7 @@ impl<'a> Plan<'a> {
             && self.user_deletes.is_empty()
             && self.member_deletes.is_empty()
             && self.sessions.is_empty()
+            && self.invitations.is_empty()
     }
 
     /// The message whose version of this object the plan kept (`None` for a nested organization
@@ -196,6 +218,7 @@ impl<'a> Plan<'a> {
             Resource::User => self.users.get(id).and_then(|n| n.owner),
             Resource::Membership => self.members.get(id).and_then(|n| n.owner),
             Resource::Session => self.sessions.get(id).and_then(|n| n.owner),
+            Resource::Invitation => self.invitations.get(id).and_then(|n| n.owner),
         }
     }
 }
@@ -213,6 +236,7 @@ pub fn written_object(change: &Change) -> Option<(Resource, &str)> {
         Change::UpsertOrganization(o) => Some((Resource::Organization, &o.id)),
         Change::UpsertMembership { membership: m, .. } => Some((Resource::Membership, &m.id)),
         Change::UpsertSession(s) => Some((Resource::Session, &s.id)),
+        Change::UpsertInvitation(v) => Some((Resource::Invitation, &v.id)),
         _ => None,
     }
 }

@@ -9,8 +9,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::ms;
-use super::plan::{DeletionsById, FinalById, Newest, NewestById, Plan, Version, merged_status, session_final_rank};
-use crate::event::{Membership, Organization, Session, User};
+use super::plan::{
+    DeletionsById, FinalById, Newest, NewestById, Plan, Version, invitation_final_rank, merged_status,
+    session_final_rank,
+};
+use crate::event::{Invitation, Membership, Organization, Session, User};
 
 /// One resource's part of a batch: `{"upserts": [...], "deletions": [...]}`.
 #[derive(Debug, Serialize)]
@@ -111,6 +114,26 @@ pub struct SessionRow<'a> {
     pub version_svix_id: &'a str,
 }
 
+/// A row of `clerk.organization_invitations`; `status` is the batch's merge of final statuses.
+#[derive(Debug, Serialize)]
+pub struct InvitationRow<'a> {
+    pub id: &'a str,
+    pub organization_id: Option<&'a str>,
+    pub email_address: Option<&'a str>,
+    pub role: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub inviter_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub public_metadata: Option<&'a RawValue>,
+    pub private_metadata: Option<&'a RawValue>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub raw: &'a RawValue,
+    pub version_at: Option<DateTime<Utc>>,
+    pub version_svix_id: &'a str,
+}
+
 /// The plan as the arguments of `clerk.apply_batch`.
 #[derive(Debug)]
 pub struct Rows<'a> {
@@ -118,6 +141,7 @@ pub struct Rows<'a> {
     pub users: ResourceBatch<'a, UserRow<'a>>,
     pub memberships: ResourceBatch<'a, MembershipRow<'a>>,
     pub sessions: ResourceBatch<'a, SessionRow<'a>>,
+    pub invitations: ResourceBatch<'a, InvitationRow<'a>>,
 }
 
 impl<'a> Rows<'a> {
@@ -127,6 +151,7 @@ impl<'a> Rows<'a> {
             users: batch(&plan.users, &plan.user_deletes, user),
             memberships: batch(&plan.members, &plan.member_deletes, membership),
             sessions: batch(&plan.sessions, &DeletionsById::new(), |n| session(n, &plan.session_finals)),
+            invitations: batch(&plan.invitations, &DeletionsById::new(), |n| invitation(n, plan)),
         }
     }
 }
@@ -241,6 +266,27 @@ fn session<'a>(n: &Newest<'a, Session>, finals: &FinalById<'a>) -> SessionRow<'a
         abandon_at: s.abandon_at.and_then(ms),
         latest_activity: raw(&s.latest_activity),
         created_at: s.created_at.and_then(ms),
+        updated_at: ms(n.version.updated_at),
+        raw: n.raw,
+        version_at: version_at(&n.version),
+        version_svix_id: n.version.svix_id,
+    }
+}
+
+fn invitation<'a>(n: &Newest<'a, Invitation>, plan: &Plan<'a>) -> InvitationRow<'a> {
+    let v = n.object;
+    InvitationRow {
+        id: &v.id,
+        organization_id: v.organization_id.as_deref(),
+        email_address: v.email_address.as_deref(),
+        role: v.role.as_deref(),
+        status: merged_status(v.status.as_deref(), &plan.invitation_finals, &v.id, invitation_final_rank),
+        inviter_id: v.inviter_id.as_deref(),
+        user_id: v.user_id.as_deref().or_else(|| plan.invitation_users.get(v.id.as_str()).copied()),
+        public_metadata: raw(&v.public_metadata),
+        private_metadata: raw(&v.private_metadata),
+        expires_at: v.expires_at.and_then(ms),
+        created_at: v.created_at.and_then(ms),
         updated_at: ms(n.version.updated_at),
         raw: n.raw,
         version_at: version_at(&n.version),

@@ -4,7 +4,7 @@
 
 mod objects;
 
-pub use objects::{DeletedObject, Membership, Organization, PublicUserData, Session, User};
+pub use objects::{DeletedObject, Invitation, Membership, Organization, PublicUserData, Session, User};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -59,6 +59,8 @@ pub enum Change {
     },
     /// `session.*`: every type is an upsert; the final statuses are merged (`db/plan.rs`).
     UpsertSession(Session),
+    /// `organizationInvitation.*`: every type is an upsert; accepted and revoked are merged as final.
+    UpsertInvitation(Invitation),
     /// Recorded in `webhook_events` as `ignored`: a type this service does not store.
     Ignore,
 }
@@ -181,6 +183,11 @@ pub fn from_object(
             let session: Session = parse_data(t, &data)?;
             require_updated_at(t, session.updated_at)?;
             Change::UpsertSession(session)
+        }
+        "organizationInvitation.created" | "organizationInvitation.accepted" | "organizationInvitation.revoked" => {
+            let invitation: Invitation = parse_data(t, &data)?;
+            require_updated_at(t, invitation.updated_at)?;
+            Change::UpsertInvitation(invitation)
         }
         _ => Change::Ignore,
     };

@@ -169,3 +169,31 @@ pub struct Session {
     #[serde(default)]
     pub updated_at: Option<i64>,
 }
+
+/// `organizationInvitation.*`: the invitation; `user_id` is set once accepted.
+#[derive(Debug, Deserialize)]
+pub struct Invitation {
+    pub id: String,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub email_address: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub inviter_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub public_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub private_metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}

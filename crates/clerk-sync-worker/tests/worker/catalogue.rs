@@ -179,3 +179,128 @@ async fn hostile_payloads_of_the_new_types_are_dead_lettered_with_their_reason_a
     worker.stop().await;
     env.cleanup().await;
 }
+
+fn invitation(id: &str, email: &str, status: &str, user_id: Option<&str>, updated_at: i64) -> serde_json::Value {
+    let mut v = clerk_sync_core::samples::sample("organizationInvitation.created", updated_at).unwrap()["data"].clone();
+    v["id"] = json!(id);
+    v["email_address"] = json!(email);
+    v["status"] = json!(status);
+    v["user_id"] = json!(user_id);
+    v["inviter_id"] = json!("user_inviter");
+    v
+}
+
+#[tokio::test]
+async fn invitations_are_stored_and_an_older_acceptance_still_marks_a_newer_pending_one_accepted() {
+    let env = setup("cat-invitation").await;
+    let worker = env.start_worker().await;
+    let created = invitation("orginv_1", "ivy@example.com", "pending", None, T + 2_000);
+    env.publish_event(&svix_id(), &envelope("organizationInvitation.created", created, T + 2_000)).await;
+    env.wait_processed(1, Duration::from_secs(10)).await;
+    let row = env.row("organization_invitations", "orginv_1").await.unwrap();
+    assert_eq!(row["status"], "pending");
+    assert_eq!(row["email_address"], "ivy@example.com");
+    assert_eq!(row["organization_id"], "org_2sampleOrg00000000000");
+    assert_eq!(row["role"], "org:member");
+    assert_eq!(row["inviter_id"], "user_inviter");
+    assert_eq!(row["updated_at"], "2024-05-28T08:00:02+00:00");
+    let accepted = invitation("orginv_1", "ivy@example.com", "accepted", Some("user_ivy"), T + 1_000);
+    env.publish_event(&svix_id(), &envelope("organizationInvitation.accepted", accepted, T + 1_000)).await;
+    env.wait_processed(2, Duration::from_secs(10)).await;
+    let row = env.row("organization_invitations", "orginv_1").await.unwrap();
+    assert_eq!((row["status"].as_str(), row["user_id"].as_str()), (Some("accepted"), Some("user_ivy")), "final");
+    let pending = invitation("orginv_1", "ivy@example.com", "pending", None, T + 9_000);
+    env.publish_event(&svix_id(), &envelope("organizationInvitation.created", pending, T + 9_000)).await;
+    let revoked = invitation("orginv_2", "rex@example.com", "revoked", None, T);
+    env.publish_event(&svix_id(), &envelope("organizationInvitation.revoked", revoked, T)).await;
+    env.wait_processed(4, Duration::from_secs(10)).await;
+    let row = env.row("organization_invitations", "orginv_1").await.unwrap();
+    assert_eq!((row["status"].as_str(), row["user_id"].as_str()), (Some("accepted"), Some("user_ivy")), "stays");
+    assert_eq!(env.row("organization_invitations", "orginv_2").await.unwrap()["status"], "revoked");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deleted_user_loses_the_personal_data_of_invitations_sent_to_any_of_their_addresses_or_by_them() {
+    let env = setup("cat-inv-deleted").await;
+    let worker = env.start_worker().await;
+    // The sample user has a primary and an older address.
+    env.publish_event(&svix_id(), &envelope("user.created", user("user_inviter", "Ina", "ina@example.com", T), T))
+        .await;
+    env.publish_event(&svix_id(), &envelope("user.created", user("user_v", "Vi", "vi@example.com", T), T)).await;
+    let to_primary = invitation("orginv_p", "VI@example.com", "pending", None, T);
+    let to_old = invitation("orginv_o", "old.vi@example.com", "pending", None, T);
+    let mut by_v = invitation("orginv_by", "someone@example.com", "pending", None, T);
+    by_v["inviter_id"] = json!("user_v");
+    let unrelated = invitation("orginv_u", "ursula@example.com", "pending", None, T);
+    for v in [to_primary, to_old, by_v, unrelated] {
+        env.publish_event(&svix_id(), &envelope("organizationInvitation.created", v, T)).await;
+    }
+    env.wait_processed(6, Duration::from_secs(10)).await;
+    env.publish_event(&svix_id(), &envelope("user.deleted", json!({"id": "user_v", "deleted": true}), T + 5_000)).await;
+    env.wait_processed(7, Duration::from_secs(10)).await;
+    // Accepted by the deleted user, delivered late.
+    let late = invitation("orginv_late", "vi.work@example.com", "accepted", Some("user_v"), T + 1);
+    env.publish_event(&svix_id(), &envelope("organizationInvitation.accepted", late, T + 1)).await;
+    env.wait_processed(8, Duration::from_secs(10)).await;
+
+    for id in ["orginv_p", "orginv_o", "orginv_late"] {
+        let row = env.row("organization_invitations", id).await.unwrap();
+        assert!(row["email_address"].is_null() && row["raw"].is_null(), "{id}: personal data removed: {row}");
+        assert!(row["public_metadata"].is_null());
+        assert_eq!(row["deleted_at"], "2024-05-28T08:00:05+00:00", "{id}");
+    }
+    let by = env.row("organization_invitations", "orginv_by").await.unwrap();
+    assert!(by["raw"].is_null(), "the inviter's name and address lived in raw");
+    assert_eq!(
+        (by["email_address"].as_str(), by["inviter_id"].as_str()),
+        (Some("someone@example.com"), Some("user_v"))
+    );
+    let u = env.row("organization_invitations", "orginv_u").await.unwrap();
+    assert!(!u["raw"].is_null() && u["deleted_at"].is_null(), "another invitee is untouched");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn hostile_invitation_payloads_are_dead_lettered_and_the_good_ones_apply() {
+    let env = setup("cat-inv-hostile").await;
+    let poison: Vec<(String, serde_json::Value, &str)> = vec![
+        (
+            svix_id(),
+            envelope("organizationInvitation.created", json!({"id": [], "updated_at": T}), T),
+            "invalid_payload",
+        ),
+        (svix_id(), envelope("organizationInvitation.accepted", json!({"id": "orginv_x"}), T), "missing_updated_at"),
+        (
+            svix_id(),
+            envelope(
+                "organizationInvitation.revoked",
+                json!({"id": "orginv_y", "updated_at": T, "expires_at": "soon"}),
+                T,
+            ),
+            "invalid_payload",
+        ),
+    ];
+    for (id, body, _) in &poison {
+        env.publish_event(id, body).await;
+    }
+    let nulls = json!({"id": "orginv_nulls", "email_address": null, "organization_id": null, "status": null,
+                       "public_metadata": null, "user_id": null, "updated_at": T});
+    env.publish_event(&svix_id(), &envelope("organizationInvitation.created", nulls, T)).await;
+    let worker = env.start_worker().await;
+    env.wait_processed(1, Duration::from_secs(20)).await;
+    let dead = env.dead_letters(Duration::from_secs(2)).await;
+    assert_eq!(dead.len(), poison.len());
+    for (id, _, kind) in &poison {
+        let m = dead
+            .iter()
+            .find(|m| m.delivery.properties.message_id().as_ref().map(|s| s.as_str()) == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("{kind} message dead-lettered"));
+        assert_eq!(get_str(m.delivery.properties.headers().as_ref(), headers::ERROR_KIND).as_deref(), Some(*kind));
+    }
+    assert!(env.row("organization_invitations", "orginv_nulls").await.is_some());
+    worker.stop().await;
+    env.cleanup().await;
+}

@@ -100,6 +100,9 @@ pub fn deletion_sources(batch: &[&Event], fresh: &[bool]) -> Option<String> {
             EventChange::DeleteUser(d) => ("user", d.id.as_str()),
             EventChange::DeleteOrganization(d) => ("organization", d.id.as_str()),
             EventChange::DeleteMembership { membership, .. } => ("membership", membership.id.as_str()),
+            EventChange::DeleteRole(d) => ("role", d.id.as_str()),
+            EventChange::DeletePermission(d) => ("permission", d.id.as_str()),
+            EventChange::DeleteDomain(d) => ("domain", d.id.as_str()),
             _ => continue,
         };
         let at = event.occurred_at_ms.unwrap_or(event.received_at_ms);
@@ -124,4 +127,38 @@ pub async fn name_deletions(conn: &mut PgConnection, batch: &[&Event], fresh: &[
         sqlx::query("SELECT set_config('clerk.change_sources', $1, true)").bind(sources).execute(conn).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse;
+
+    fn event(svix_id: &str, body: serde_json::Value) -> Event {
+        parse(svix_id, 1_000, body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn each_deleted_object_is_named_with_the_svix_id_of_its_earliest_fresh_deletion() {
+        let deleted = |id: &str, at: i64| serde_json::json!({"type": "user.deleted", "timestamp": at, "data": {"id": id, "object": "user", "deleted": true}});
+        let org = serde_json::json!({"type": "organization.deleted", "timestamp": 5, "data": {"id": "org_1", "object": "organization", "deleted": true}});
+        let events = [
+            event("late", deleted("user_1", 20)),
+            event("early", deleted("user_1", 10)),
+            event("dup", deleted("user_1", 1)),
+            event("o", org),
+        ];
+        let batch: Vec<&Event> = events.iter().collect();
+        // "dup" was processed before (not fresh): it names nothing.
+        let sources = deletion_sources(&batch, &[true, true, false, true]).unwrap();
+        let sources: serde_json::Value = serde_json::from_str(&sources).unwrap();
+        assert_eq!(sources, serde_json::json!({"user": {"user_1": "early"}, "organization": {"org_1": "o"}}));
+    }
+
+    #[test]
+    fn a_batch_without_deletions_sets_nothing() {
+        let upsert = serde_json::json!({"type": "user.updated", "data": {"id": "user_1", "updated_at": 5}});
+        let events = [event("u", upsert)];
+        assert_eq!(deletion_sources(&events.iter().collect::<Vec<_>>(), &[true]), None);
+    }
 }

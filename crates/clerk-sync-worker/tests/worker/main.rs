@@ -9,6 +9,7 @@ mod end_to_end;
 mod faults;
 mod feed;
 mod feed_consumer;
+mod feed_sql;
 mod helpers;
 mod history;
 mod migrate;

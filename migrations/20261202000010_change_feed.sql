@@ -47,7 +47,7 @@ CREATE TABLE clerk.changes (
     -- Writer order (taken after the row lock); not a cursor: see above.
     seq          bigint PRIMARY KEY DEFAULT nextval('clerk.changes_seq'),
     -- The cursor: NULL until the sequencer has given it one; only grows.
-    position     bigint UNIQUE,
+    position     bigint,
     resource     text NOT NULL CHECK (resource IN ('user', 'organization', 'membership')),
     object_id    text NOT NULL,
     operation    text NOT NULL CHECK (operation IN ('created', 'updated', 'deleted')),
@@ -60,6 +60,9 @@ CREATE TABLE clerk.changes (
     -- The writing transaction's time (it commits a few milliseconds later).
     committed_at timestamptz NOT NULL DEFAULT now()
 );
+-- Partial both: a writer's insert (position NULL) touches only the second; the sequencer's update
+-- moves the row from the second to the first.
+CREATE UNIQUE INDEX changes_position_idx ON clerk.changes (position) WHERE position IS NOT NULL;
 CREATE INDEX changes_unpositioned_idx ON clerk.changes (seq) WHERE position IS NULL;
 CREATE INDEX changes_committed_at_idx ON clerk.changes USING brin (committed_at);
 

@@ -30,8 +30,9 @@ async fn run(label: &str, name: &str, fault: Fault) -> Duration {
         stack.spawn_worker_with(&[("CLERK_SYNC__LOG__LEVEL", "warn")]);
     }
     let gateway = stack.spawn_gateway().await;
-    // 40 s of load at the client's rate, 80 s for the three restarts of a rolling restart.
-    let updates = if matches!(fault, Fault::RollingRestart) { 200 } else { 100 };
+    // 40 s of load at the client's rate; 120 s for a rolling restart (each node takes 13-18 s to
+    // stop and start again here, longer on a loaded machine).
+    let updates = if matches!(fault, Fault::RollingRestart) { 300 } else { 100 };
     let load = Load::new(60, updates);
     let total = i64::try_from(load.history.events.len()).unwrap();
     let scene = Scene { stack: &stack, gateway: &gateway, total };
@@ -54,7 +55,6 @@ struct Scene<'a> {
 /// goes on.
 async fn load_moves_on(scene: &Scene<'_>, more: i64, what: &str) {
     let now = scene.stack.processed().await;
-    assert!(now < scene.total, "the load ended before the fault did: make it longer");
     let target = (now + more).min(scene.total);
     wait_until(Duration::from_secs(120), what, || async { scene.stack.processed().await >= target }).await;
 }
@@ -62,6 +62,7 @@ async fn load_moves_on(scene: &Scene<'_>, more: i64, what: &str) {
 async fn inject(fault: &Fault, scene: &Scene<'_>) -> String {
     let (stack, gateway) = (scene.stack, scene.gateway);
     wait_until(Duration::from_secs(60), "load is flowing", || async { stack.processed().await >= 100 }).await;
+    assert!(stack.processed().await < scene.total, "the load ended before the fault: make it longer");
     match fault {
         Fault::StopConnectedNode => {
             let n = node_of_process(&gateway.admin).await;
@@ -92,10 +93,14 @@ async fn inject(fault: &Fault, scene: &Scene<'_>) -> String {
         }
         Fault::RollingRestart => {
             for n in 1..=3u8 {
+                let started = std::time::Instant::now();
                 // As an operator would: only stop a node whose quorum queues keep a majority without it.
                 cluster(&["await-quorum", &n.to_string()]).await;
+                let quorum = started.elapsed();
+                assert!(stack.processed().await < scene.total, "the load ended before r{n}'s restart: make it longer");
                 cluster(&["stop", &n.to_string()]).await;
                 cluster(&["start", &n.to_string()]).await;
+                eprintln!("rolling restart: r{n} restarted {:?} after quorum wait of {quorum:?}", started.elapsed());
                 load_moves_on(scene, 50, "the load goes on after the restart").await;
             }
             "r1, r2, r3 restarted one at a time".to_owned()

@@ -106,10 +106,14 @@ vm_pid() {
 }
 running() {
   local pid; pid=$(vm_pid "$1" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  # A pid file left by a VM that died with its machine may name another process by now.
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q beam "/proc/$pid/cmdline" 2>/dev/null
 }
 epmd_pidfile() { echo "$ROOT$STATE/epmd-$1.pid"; }
-epmd_running() { local f; f=$(epmd_pidfile "$1"); [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+epmd_running() {
+  local f; f=$(epmd_pidfile "$1")
+  [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && grep -q epmd "/proc/$(cat "$f")/cmdline" 2>/dev/null
+}
 
 ensure_epmd() {
   local port=$1

@@ -1,8 +1,8 @@
 //! The change feed (migration 10, `feed/`): the cursor cannot skip under concurrent writers and
-//! racing sequencers; through several workers, a shuffled, duplicated history gives per object
-//! strictly increasing versions ending at the final row, a cursor reader running throughout sees
-//! every change once, and the relay publishes every change in order per object, also across a
-//! leader killed with SIGKILL.
+//! racing sequencers; through the real gateway and several workers, a shuffled, duplicated history
+//! gives per object strictly increasing versions ending at the final row, a cursor reader running
+//! throughout sees every change once, and the relay publishes every change in order per object,
+//! also across a leader killed with SIGKILL.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use clerk_sync_core::samples::{envelope, user};
+use clerk_sync_core::settings::{Settings, Sources};
 use clerk_sync_store::feed::{self, Change};
-use clerk_sync_testkit::{amqp_url, wait_until};
+use clerk_sync_testkit::{amqp_url, signed_post, wait_until};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -22,6 +23,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -190,6 +192,32 @@ fn shuffled_history(rng: &mut StdRng, users: usize) -> Vec<(String, Value)> {
     out
 }
 
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Posts every event, signed, to a real gateway (in-process, port 0), each until it is accepted.
+async fn through_the_gateway(env: &TestEnv, history: &[(String, Value)]) {
+    let sources = Sources { env: env.sources().env, ..Default::default() }
+        .with_env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+        .with_env("CLERK_SYNC__GATEWAY__LISTEN", "127.0.0.1:0")
+        .with_env("CLERK_SYNC__GATEWAY__ADMIN_LISTEN", "127.0.0.1:0");
+    let gateway = clerk_sync_gateway::Application::build(&Settings::load(&sources, &[]).unwrap()).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/webhooks/clerk", gateway.port());
+    let stop = gateway.shutdown_token();
+    let task = tokio::spawn(gateway.run_until_stopped());
+    let (client, secret) = (reqwest::Client::new(), SecretString::from(SECRET.to_owned()));
+    for (id, event) in history {
+        let body = event.to_string();
+        wait_until(Duration::from_secs(20), "the gateway accepts the event", || async {
+            let ts = chrono::Utc::now().timestamp();
+            let sent = signed_post(&client, &url, &secret, id, ts, body.as_bytes()).send().await;
+            sent.is_ok_and(|r| r.status() == 202)
+        })
+        .await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// A queue bound to `<prefix>.changes` with `#`, collecting every message's change. Dropping the
 /// connection deletes the queue (auto-delete); [`unbind_all`] deletes the exchange.
 async fn bind_all(env: &TestEnv) -> (Connection, Arc<Mutex<Vec<Change>>>) {
@@ -264,7 +292,7 @@ fn assert_relayed(received: &[Change], last: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_shuffled_duplicated_history_through_three_workers_feeds_each_change_once_and_in_order() {
+async fn a_shuffled_duplicated_history_through_the_gateway_and_three_workers_feeds_each_change_once_and_in_order() {
     let env = setup("feed_history").await;
     let (amqp, received) = bind_all(&env).await;
     let workers = vec![env.start_worker().await, env.start_worker().await, env.start_worker().await];
@@ -272,9 +300,7 @@ async fn a_shuffled_duplicated_history_through_three_workers_feeds_each_change_o
     let reader = tokio::spawn(read_cursor(env.pool.clone(), done.clone()));
     let history = shuffled_history(&mut StdRng::seed_from_u64(21), 150);
     let distinct: BTreeSet<&str> = history.iter().map(|(id, _)| id.as_str()).collect();
-    for (id, event) in &history {
-        env.publish_event(id, event).await;
-    }
+    through_the_gateway(&env, &history).await;
     env.wait_processed(i64::try_from(distinct.len()).unwrap(), Duration::from_secs(60)).await;
     wait_until(Duration::from_secs(20), "every change is positioned", || async {
         !feed::pending(&env.pool).await.unwrap()

@@ -20,10 +20,24 @@ pub enum Resource {
     Membership,
     Session,
     Invitation,
+    Role,
+    Permission,
+    Domain,
+    WaitlistEntry,
 }
 
 impl Resource {
-    pub const ALL: [Self; 5] = [Self::User, Self::Organization, Self::Membership, Self::Session, Self::Invitation];
+    pub const ALL: [Self; 9] = [
+        Self::User,
+        Self::Organization,
+        Self::Membership,
+        Self::Session,
+        Self::Invitation,
+        Self::Role,
+        Self::Permission,
+        Self::Domain,
+        Self::WaitlistEntry,
+    ];
 
     /// The name `clerk.apply_batch` returns for rows of this resource.
     pub fn as_sql(self) -> &'static str {
@@ -33,6 +47,10 @@ impl Resource {
             Self::Membership => "membership",
             Self::Session => "session",
             Self::Invitation => "invitation",
+            Self::Role => "role",
+            Self::Permission => "permission",
+            Self::Domain => "domain",
+            Self::WaitlistEntry => "waitlist_entry",
         }
     }
 
@@ -48,6 +66,10 @@ impl Resource {
             Self::Membership => "organization_memberships",
             Self::Session => "sessions",
             Self::Invitation => "organization_invitations",
+            Self::Role => "roles",
+            Self::Permission => "permissions",
+            Self::Domain => "organization_domains",
+            Self::WaitlistEntry => "waitlist_entries",
         }
     }
 }
@@ -81,9 +103,9 @@ pub const CATALOGUE: &[EventType] = &[
     stored("organizationInvitation.created", Resource::Invitation),
     stored("organizationInvitation.accepted", Resource::Invitation),
     stored("organizationInvitation.revoked", Resource::Invitation),
-    ignored("organizationDomain.created"),
-    ignored("organizationDomain.updated"),
-    ignored("organizationDomain.deleted"),
+    stored("organizationDomain.created", Resource::Domain),
+    stored("organizationDomain.updated", Resource::Domain),
+    stored("organizationDomain.deleted", Resource::Domain),
     stored("session.created", Resource::Session),
     stored("session.ended", Resource::Session),
     stored("session.pending", Resource::Session),
@@ -91,14 +113,14 @@ pub const CATALOGUE: &[EventType] = &[
     stored("session.revoked", Resource::Session),
     ignored("email.created"),
     ignored("sms.created"),
-    ignored("role.created"),
-    ignored("role.updated"),
-    ignored("role.deleted"),
-    ignored("permission.created"),
-    ignored("permission.updated"),
-    ignored("permission.deleted"),
-    ignored("waitlistEntry.created"),
-    ignored("waitlistEntry.updated"),
+    stored("role.created", Resource::Role),
+    stored("role.updated", Resource::Role),
+    stored("role.deleted", Resource::Role),
+    stored("permission.created", Resource::Permission),
+    stored("permission.updated", Resource::Permission),
+    stored("permission.deleted", Resource::Permission),
+    stored("waitlistEntry.created", Resource::WaitlistEntry),
+    stored("waitlistEntry.updated", Resource::WaitlistEntry),
     ignored("paymentAttempt.created"),
     ignored("paymentAttempt.updated"),
     ignored("subscription.active"),

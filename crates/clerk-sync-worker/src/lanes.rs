@@ -151,6 +151,12 @@ fn partition_key(change: &Change) -> Option<&str> {
         Change::UpsertSession(s) => Some(&s.id),
         // Likewise: an invitation's events write only its row.
         Change::UpsertInvitation(v) => Some(&v.id),
+        // Their own ids: no event of these writes another object's row.
+        Change::UpsertRole(r) => Some(&r.id),
+        Change::UpsertPermission(p) => Some(&p.id),
+        Change::UpsertDomain(d) => Some(&d.id),
+        Change::DeleteRole(d) | Change::DeletePermission(d) | Change::DeleteDomain(d) => Some(&d.id),
+        Change::UpsertWaitlistEntry(w) => Some(&w.id),
         Change::Ignore => None,
     }
 }

@@ -117,13 +117,18 @@ async fn write(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<Alive, sqlx::
     let rows = Rows::of(plan);
     let written: Vec<(String, String)> = sqlx::query_as(
         "SELECT resource, id FROM clerk.apply_batch(organizations => $1, users => $2, memberships => $3,
-             sessions => $4, invitations => $5)",
+             sessions => $4, invitations => $5, roles => $6, permissions => $7, domains => $8,
+             waitlist_entries => $9)",
     )
     .bind(Json(&rows.organizations))
     .bind(Json(&rows.users))
     .bind(Json(&rows.memberships))
     .bind(Json(&rows.sessions))
     .bind(Json(&rows.invitations))
+    .bind(Json(&rows.roles))
+    .bind(Json(&rows.permissions))
+    .bind(Json(&rows.domains))
+    .bind(Json(&rows.waitlist_entries))
     .fetch_all(conn)
     .await?;
     for (resource, id) in written {

@@ -7,6 +7,7 @@
 
 mod apply;
 mod classify;
+pub mod more_rows;
 pub mod outcome;
 pub mod plan;
 pub mod resources;

@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 
 use super::ms;
 use crate::catalogue::Resource;
-use crate::event::{Change, Event, Invitation, Membership, Organization, Session, User};
+use crate::event::{
+    Change, Domain, Event, Invitation, Membership, Organization, Permission, Role, Session, User, WaitlistEntry,
+};
 
 /// Where a version stands in the one total order of versions of an object: Clerk's `updated_at`,
 /// then the object's own event above a copy nested in another event's payload, then the
@@ -126,6 +128,13 @@ pub struct Plan<'a> {
     pub invitation_finals: FinalById<'a>,
     /// The accepting user of an `accepted` seen in the batch, kept with the merged status.
     pub invitation_users: BTreeMap<&'a str, &'a str>,
+    pub roles: NewestById<'a, Role>,
+    pub role_deletes: DeletionsById<'a>,
+    pub permissions: NewestById<'a, Permission>,
+    pub permission_deletes: DeletionsById<'a>,
+    pub domains: NewestById<'a, Domain>,
+    pub domain_deletes: DeletionsById<'a>,
+    pub waitlist: NewestById<'a, WaitlistEntry>,
 }
 
 impl<'a> Plan<'a> {
@@ -181,6 +190,21 @@ impl<'a> Plan<'a> {
                     self.invitation_users.entry(&v.id).or_insert(user);
                 }
             }
+            Change::UpsertRole(r) => {
+                keep_newest(&mut self.roles, &r.id, newest(i, version(r.updated_at, true), r, raw))
+            }
+            Change::DeleteRole(d) => keep_earliest(&mut self.role_deletes, &d.id, deleted_at(event), None),
+            Change::UpsertPermission(p) => {
+                keep_newest(&mut self.permissions, &p.id, newest(i, version(p.updated_at, true), p, raw))
+            }
+            Change::DeletePermission(d) => keep_earliest(&mut self.permission_deletes, &d.id, deleted_at(event), None),
+            Change::UpsertDomain(d) => {
+                keep_newest(&mut self.domains, &d.id, newest(i, version(d.updated_at, true), d, raw))
+            }
+            Change::DeleteDomain(d) => keep_earliest(&mut self.domain_deletes, &d.id, deleted_at(event), None),
+            Change::UpsertWaitlistEntry(w) => {
+                keep_newest(&mut self.waitlist, &w.id, newest(i, version(w.updated_at, true), w, raw))
+            }
             Change::Ignore => {}
         }
     }
@@ -208,6 +232,13 @@ impl<'a> Plan<'a> {
             && self.member_deletes.is_empty()
             && self.sessions.is_empty()
             && self.invitations.is_empty()
+            && self.roles.is_empty()
+            && self.role_deletes.is_empty()
+            && self.permissions.is_empty()
+            && self.permission_deletes.is_empty()
+            && self.domains.is_empty()
+            && self.domain_deletes.is_empty()
+            && self.waitlist.is_empty()
     }
 
     /// The message whose version of this object the plan kept (`None` for a nested organization
@@ -219,6 +250,10 @@ impl<'a> Plan<'a> {
             Resource::Membership => self.members.get(id).and_then(|n| n.owner),
             Resource::Session => self.sessions.get(id).and_then(|n| n.owner),
             Resource::Invitation => self.invitations.get(id).and_then(|n| n.owner),
+            Resource::Role => self.roles.get(id).and_then(|n| n.owner),
+            Resource::Permission => self.permissions.get(id).and_then(|n| n.owner),
+            Resource::Domain => self.domains.get(id).and_then(|n| n.owner),
+            Resource::WaitlistEntry => self.waitlist.get(id).and_then(|n| n.owner),
         }
     }
 }
@@ -237,6 +272,10 @@ pub fn written_object(change: &Change) -> Option<(Resource, &str)> {
         Change::UpsertMembership { membership: m, .. } => Some((Resource::Membership, &m.id)),
         Change::UpsertSession(s) => Some((Resource::Session, &s.id)),
         Change::UpsertInvitation(v) => Some((Resource::Invitation, &v.id)),
+        Change::UpsertRole(r) => Some((Resource::Role, &r.id)),
+        Change::UpsertPermission(p) => Some((Resource::Permission, &p.id)),
+        Change::UpsertDomain(d) => Some((Resource::Domain, &d.id)),
+        Change::UpsertWaitlistEntry(w) => Some((Resource::WaitlistEntry, &w.id)),
         _ => None,
     }
 }

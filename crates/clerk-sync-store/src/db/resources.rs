@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::more_rows::{self, DomainRow, PermissionRow, RoleRow, WaitlistEntryRow};
 use super::ms;
 use super::plan::{
     DeletionsById, FinalById, Newest, NewestById, Plan, Version, invitation_final_rank, merged_status,
@@ -142,6 +143,10 @@ pub struct Rows<'a> {
     pub memberships: ResourceBatch<'a, MembershipRow<'a>>,
     pub sessions: ResourceBatch<'a, SessionRow<'a>>,
     pub invitations: ResourceBatch<'a, InvitationRow<'a>>,
+    pub roles: ResourceBatch<'a, RoleRow<'a>>,
+    pub permissions: ResourceBatch<'a, PermissionRow<'a>>,
+    pub domains: ResourceBatch<'a, DomainRow<'a>>,
+    pub waitlist_entries: ResourceBatch<'a, WaitlistEntryRow<'a>>,
 }
 
 impl<'a> Rows<'a> {
@@ -152,6 +157,10 @@ impl<'a> Rows<'a> {
             memberships: batch(&plan.members, &plan.member_deletes, membership),
             sessions: batch(&plan.sessions, &DeletionsById::new(), |n| session(n, &plan.session_finals)),
             invitations: batch(&plan.invitations, &DeletionsById::new(), |n| invitation(n, plan)),
+            roles: batch(&plan.roles, &plan.role_deletes, more_rows::role),
+            permissions: batch(&plan.permissions, &plan.permission_deletes, more_rows::permission),
+            domains: batch(&plan.domains, &plan.domain_deletes, more_rows::domain),
+            waitlist_entries: batch(&plan.waitlist, &DeletionsById::new(), more_rows::waitlist_entry),
         }
     }
 }

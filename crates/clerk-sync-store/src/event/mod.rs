@@ -4,7 +4,10 @@
 
 mod objects;
 
-pub use objects::{DeletedObject, Invitation, Membership, Organization, PublicUserData, Session, User};
+pub use objects::{
+    DeletedObject, Domain, Invitation, Membership, Organization, Permission, PublicUserData, Role, Session, User,
+    WaitlistEntry,
+};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -61,6 +64,13 @@ pub enum Change {
     UpsertSession(Session),
     /// `organizationInvitation.*`: every type is an upsert; accepted and revoked are merged as final.
     UpsertInvitation(Invitation),
+    UpsertRole(Role),
+    DeleteRole(DeletedObject),
+    UpsertPermission(Permission),
+    DeletePermission(DeletedObject),
+    UpsertDomain(Domain),
+    DeleteDomain(DeletedObject),
+    UpsertWaitlistEntry(WaitlistEntry),
     /// Recorded in `webhook_events` as `ignored`: a type this service does not store.
     Ignore,
 }
@@ -188,6 +198,29 @@ pub fn from_object(
             let invitation: Invitation = parse_data(t, &data)?;
             require_updated_at(t, invitation.updated_at)?;
             Change::UpsertInvitation(invitation)
+        }
+        "role.created" | "role.updated" => {
+            let role: Role = parse_data(t, &data)?;
+            require_updated_at(t, role.updated_at)?;
+            Change::UpsertRole(role)
+        }
+        "role.deleted" => Change::DeleteRole(parse_data(t, &data)?),
+        "permission.created" | "permission.updated" => {
+            let permission: Permission = parse_data(t, &data)?;
+            require_updated_at(t, permission.updated_at)?;
+            Change::UpsertPermission(permission)
+        }
+        "permission.deleted" => Change::DeletePermission(parse_data(t, &data)?),
+        "organizationDomain.created" | "organizationDomain.updated" => {
+            let domain: Domain = parse_data(t, &data)?;
+            require_updated_at(t, domain.updated_at)?;
+            Change::UpsertDomain(domain)
+        }
+        "organizationDomain.deleted" => Change::DeleteDomain(parse_data(t, &data)?),
+        "waitlistEntry.created" | "waitlistEntry.updated" => {
+            let entry: WaitlistEntry = parse_data(t, &data)?;
+            require_updated_at(t, entry.updated_at)?;
+            Change::UpsertWaitlistEntry(entry)
         }
         _ => Change::Ignore,
     };

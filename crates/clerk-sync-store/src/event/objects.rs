@@ -197,3 +197,114 @@ pub struct Invitation {
     #[serde(default)]
     pub updated_at: Option<i64>,
 }
+
+/// `role.*`: a role and its permissions (objects in webhooks; a bare key is accepted too).
+#[derive(Debug, Deserialize)]
+pub struct Role {
+    pub id: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub is_creator_eligible: Option<bool>,
+    #[serde(default)]
+    pub permissions: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+impl Role {
+    /// The role's permission keys, in Clerk's order.
+    pub fn permission_keys(&self) -> Option<Vec<&str>> {
+        let keys = self.permissions.as_ref()?;
+        Some(keys.iter().filter_map(|p| p.as_str().or_else(|| p.get("key").and_then(|k| k.as_str()))).collect())
+    }
+}
+
+/// `permission.*`.
+#[derive(Debug, Deserialize)]
+pub struct Permission {
+    pub id: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Verification {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+/// `organizationDomain.created/updated` (`.deleted` is a [`DeletedObject`]).
+#[derive(Debug, Deserialize)]
+pub struct Domain {
+    pub id: String,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub enrollment_mode: Option<String>,
+    /// Deprecated by Clerk but still sent; `affiliation_verification` otherwise.
+    #[serde(default)]
+    pub verification: Option<Verification>,
+    #[serde(default)]
+    pub affiliation_verification: Option<Verification>,
+    #[serde(default)]
+    pub affiliation_email_address: Option<String>,
+    #[serde(default)]
+    pub total_pending_invitations: Option<i32>,
+    #[serde(default)]
+    pub total_pending_suggestions: Option<i32>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}
+
+impl Domain {
+    pub fn verification(&self) -> Option<&Verification> {
+        self.verification.as_ref().or(self.affiliation_verification.as_ref())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IdOnly {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// `waitlistEntry.*`.
+#[derive(Debug, Deserialize)]
+pub struct WaitlistEntry {
+    pub id: String,
+    #[serde(default)]
+    pub email_address: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub is_locked: Option<bool>,
+    #[serde(default)]
+    pub invitation: Option<IdOnly>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+}

@@ -77,7 +77,8 @@ impl Application {
             min_backoff: settings.amqp.reconnect_min_backoff,
             max_backoff: settings.amqp.reconnect_max_backoff,
         };
-        let feed = crate::feed::FeedOptions::from_settings(settings, pool.clone());
+        let feed = crate::feed::FeedOptions::from_settings(settings, pool.clone(), &registry)
+            .context("registering metrics")?;
         let processor = Arc::new(Processor {
             pool,
             publisher,

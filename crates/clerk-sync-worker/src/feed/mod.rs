@@ -9,6 +9,7 @@
 //! broker error does not: positions keep being given (readers of the cursor do not depend on the
 //! broker) and the relay retries with backoff from its stored progress.
 
+pub mod metrics;
 pub mod relay;
 
 use std::sync::Arc;
@@ -43,11 +44,16 @@ pub struct FeedOptions {
     pub poll: Duration,
     /// How often a standby tries to take the lead.
     pub standby_poll: Duration,
+    pub metrics: metrics::FeedMetrics,
 }
 
 impl FeedOptions {
-    pub fn from_settings(settings: &clerk_sync_core::settings::Settings, pool: PgPool) -> Self {
-        Self {
+    pub fn from_settings(
+        settings: &clerk_sync_core::settings::Settings,
+        pool: PgPool,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<Self> {
+        Ok(Self {
             pool,
             confirm_timeout: settings.amqp.confirm_timeout.max(Duration::from_secs(10)),
             nodes: Arc::new(Nodes::from_settings(&settings.amqp)),
@@ -55,7 +61,8 @@ impl FeedOptions {
             retention: settings.worker.event_retention,
             poll: Duration::from_millis(10),
             standby_poll: Duration::from_secs(1),
-        }
+            metrics: metrics::FeedMetrics::register(registry)?,
+        })
     }
 }
 
@@ -91,7 +98,9 @@ async fn lead(opts: &FeedOptions, shutdown: &CancellationToken) -> Result<bool, 
     }
     tracing::info!(exchange = %opts.exchange, "change feed: this worker leads (sequencer and relay)");
     let mut relay = relay::Relay::new(opts.nodes.clone(), opts.exchange.clone(), opts.confirm_timeout);
+    opts.metrics.leader.set(1);
     let led = lead_with(opts, shutdown, &mut conn, &mut relay).await;
+    opts.metrics.leader.set(0);
     relay.close().await;
     led?;
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LEADER_LOCK).execute(&mut conn).await;
@@ -106,26 +115,36 @@ async fn lead_with(
     conn: &mut PgConnection,
     relay: &mut relay::Relay,
 ) -> Result<(), sqlx::Error> {
-    let mut relayed: i64 =
-        sqlx::query_scalar("SELECT relayed_position FROM clerk.change_feed_state").fetch_one(&mut *conn).await?;
+    let (last, mut relayed): (i64, i64) =
+        sqlx::query_as("SELECT last_position, relayed_position FROM clerk.change_feed_state")
+            .fetch_one(&mut *conn)
+            .await?;
+    opts.metrics.last_position.set(last);
+    opts.metrics.relayed_position.set(relayed);
     let mut last_prune: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let mut busy = false;
         relay.keep_connected().await;
-        if feed::pending(&mut *conn).await? {
-            busy |= feed::sequence(&mut *conn, ROUND_ROWS).await?.is_some();
+        if feed::pending(&mut *conn).await?
+            && let Some(last) = feed::sequence(&mut *conn, ROUND_ROWS).await?
+        {
+            opts.metrics.last_position.set(last);
+            busy = true;
         }
         let changes =
             if relay.ready() { feed::after(&mut *conn, relayed, None, RELAY_ROWS).await? } else { Vec::new() };
-        if let Some(last) = changes.last().map(|c| c.position)
-            && relay.publish(&changes).await
-        {
-            sqlx::query("UPDATE clerk.change_feed_state SET relayed_position = $1, relayed_at = now()")
-                .bind(last)
-                .execute(&mut *conn)
-                .await?;
-            relayed = last;
-            busy = true;
+        if let Some(last) = changes.last().map(|c| c.position) {
+            if relay.publish(&changes).await {
+                sqlx::query("UPDATE clerk.change_feed_state SET relayed_position = $1, relayed_at = now()")
+                    .bind(last)
+                    .execute(&mut *conn)
+                    .await?;
+                relayed = last;
+                opts.metrics.relayed_position.set(last);
+                busy = true;
+            } else {
+                opts.metrics.relay_failures.inc();
+            }
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());

@@ -336,6 +336,19 @@ async fn a_shuffled_duplicated_history_through_the_gateway_and_three_workers_fee
     })
     .await;
     assert_relayed(&received.lock().await, last);
+    // The leader's gauges: set once it has stored the progress (just after the confirms).
+    let relayed = format!("clerk_sync_worker_feed_relayed_position {last}");
+    wait_until(Duration::from_secs(10), "the leader reports the relayed position", || async {
+        let mut leaders = Vec::new();
+        for w in &workers {
+            let metrics = env.metrics(w).await;
+            if metrics.lines().any(|l| l == "clerk_sync_worker_feed_leader 1") {
+                leaders.push(metrics.lines().any(|l| l == relayed));
+            }
+        }
+        leaders == [true]
+    })
+    .await;
     for w in workers {
         w.stop().await;
     }

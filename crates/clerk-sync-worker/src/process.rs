@@ -97,7 +97,11 @@ impl Processor {
         }
         let events: Vec<&Event> = parsed.iter().map(|(_, e)| *e).collect();
         let Some(results) = self.apply_all(&events).await else {
-            tracing::warn!(messages = batch.len(), "gave up on a batch at shutdown; the broker will redeliver it");
+            // Either shutdown stopped waiting or the channel that delivered the batch is gone.
+            tracing::warn!(
+                messages = batch.len(),
+                "gave up on a batch held on the database (shutdown, or its channel was lost); the broker redelivers it"
+            );
             return;
         };
         let now_s = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
@@ -186,7 +190,8 @@ impl Processor {
     }
 
     /// Applies every parsed message: the whole batch in one transaction, or one per message if the
-    /// batch is refused. `None` if shutdown gave up while the database was unavailable.
+    /// batch is refused. `None` if shutdown, or the loss of the batch's channel, gave up while the
+    /// database was unavailable.
     async fn apply_all(&self, ready: &[&Event]) -> Option<Vec<Result<Outcome, Failure>>> {
         if ready.is_empty() {
             return Some(Vec::new());

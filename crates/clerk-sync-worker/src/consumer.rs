@@ -50,13 +50,7 @@ enum Ended {
 /// Consumes until `shutdown` fires, reconnecting as needed. Batches in flight are tracked by
 /// `tracker`, which the caller waits on.
 pub async fn run(opts: ConsumerOptions, processor: Arc<Processor>, shutdown: CancellationToken, tracker: TaskTracker) {
-    let mut backoff = backoff::ExponentialBackoff {
-        initial_interval: opts.min_backoff,
-        current_interval: opts.min_backoff,
-        max_interval: opts.max_backoff,
-        max_elapsed_time: None,
-        ..Default::default()
-    };
+    let mut backoff = clerk_sync_core::backoff::exponential(opts.min_backoff, opts.max_backoff);
     loop {
         if !wait_for_database(&processor, &shutdown).await {
             break;

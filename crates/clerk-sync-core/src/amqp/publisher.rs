@@ -253,13 +253,7 @@ impl Publisher {
 }
 
 fn backoff_for(opts: &PublisherOptions) -> backoff::ExponentialBackoff {
-    backoff::ExponentialBackoff {
-        initial_interval: opts.min_backoff,
-        current_interval: opts.min_backoff,
-        max_interval: opts.max_backoff,
-        max_elapsed_time: None,
-        ..Default::default()
-    }
+    crate::backoff::exponential(opts.min_backoff, opts.max_backoff)
 }
 
 async fn connect(opts: &PublisherOptions, declared: &AtomicBool) -> lapin::Result<Link> {

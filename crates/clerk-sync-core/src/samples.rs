@@ -90,6 +90,31 @@ pub fn session(id: &str, user_id: &str, status: &str, updated_at: i64) -> Value 
     })
 }
 
+fn payer(user_id: &str) -> Value {
+    json!({"created_at": 1_716_800_000_000_i64, "email": "sam@example.com", "first_name": "Sam", "id": "cpayer_2sample000000000",
+           "last_name": "Sample", "object": "commerce_payer", "organization_id": null, "updated_at": 1_716_800_000_000_i64,
+           "user_id": user_id})
+}
+
+/// A Billing subscription item (`status`: `active`, `canceled`, `ended`, `pastDue`, ...).
+fn subscription_item(status: &str, user_id: &str, ts: i64) -> Value {
+    let status = if status == "pastDue" {
+        "past_due"
+    } else if status == "freeTrialEnding" {
+        "active"
+    } else {
+        status
+    };
+    json!({
+        "created_at": ts - 5_000, "id": "csitem_2sampleItem000000000", "interval": "month", "is_free_trial": false,
+        "object": "commerce_subscription_item", "payer": payer(user_id), "period_end": ts + 2_592_000_000_i64,
+        "period_start": ts - 5_000,
+        "plan": {"amount": 2000, "currency": "USD", "id": "cplan_2samplePro0000000", "is_recurring": true, "name": "Pro", "slug": "pro"},
+        "plan_id": "cplan_2samplePro0000000", "status": status, "subscription_id": "csub_2sampleSubscription0000",
+        "updated_at": ts
+    })
+}
+
 fn deleted(object: &str, id: &str) -> Value {
     json!({"deleted": true, "id": id, "object": object})
 }
@@ -156,20 +181,35 @@ pub fn sample(event_type: &str, ts: i64) -> Option<Value> {
             "status": if t.ends_with("created") { "pending" } else { "invited" }, "updated_at": ts
         }),
         t if t.starts_with("paymentAttempt.") => json!({
-            "id": "pay_2samplePayment00000000", "object": "commerce_payment_attempt", "amount": {"amount": 2000, "currency": "USD"},
-            "status": if t.ends_with("created") { "pending" } else { "paid" }, "payer": {"user_id": user_id},
-            "created_at": ts - 5_000, "updated_at": ts
+            "billing_date": ts - 5_000, "charge_type": "recurring", "created_at": ts - 5_000, "failed_at": null,
+            "failed_reason": null, "id": "pa_2samplePayment00000000", "object": "commerce_payment_attempt",
+            "paid_at": if t.ends_with("created") { Value::Null } else { json!(ts) },
+            "payer": {"email": "sam@example.com", "first_name": "Sam", "id": "cpayer_2sample000000000", "last_name": "Sample",
+                      "user_id": user_id},
+            "payment_id": "cpa_2samplePayment0000000", "statement_id": "stmt_2sample000000000",
+            "status": if t.ends_with("created") { "pending" } else { "paid" },
+            "totals": {"grand_total": {"amount": 2200, "amount_formatted": "$22.00", "currency": "USD", "currency_symbol": "$"},
+                       "subtotal": {"amount": 2000, "amount_formatted": "$20.00", "currency": "USD", "currency_symbol": "$"}},
+            "updated_at": ts
         }),
-        t if t.starts_with("subscriptionItem.") => json!({
-            "id": "csubi_2sampleItem000000000", "object": "commerce_subscription_item",
-            "status": t.strip_prefix("subscriptionItem.").unwrap_or("active"), "plan_id": "cplan_pro",
-            "payer": {"user_id": user_id}, "created_at": ts - 5_000, "updated_at": ts
-        }),
-        t if t.starts_with("subscription.") => json!({
-            "id": "csub_2sampleSubscription0000", "object": "commerce_subscription",
-            "status": t.strip_prefix("subscription.").unwrap_or("active"), "items": [],
-            "payer": {"user_id": user_id}, "created_at": ts - 5_000, "updated_at": ts
-        }),
+        t if t.starts_with("subscriptionItem.") => {
+            subscription_item(t.strip_prefix("subscriptionItem.").unwrap_or("active"), user_id, ts)
+        }
+        t if t.starts_with("subscription.") => {
+            let status = match t.strip_prefix("subscription.") {
+                Some("pastDue") => "past_due",
+                Some("created") => "incomplete",
+                _ => "active",
+            };
+            json!({
+                "active_at": ts - 4_000, "canceled_at": null, "created_at": ts - 5_000, "ended_at": null,
+                "id": "csub_2sampleSubscription0000", "items": [subscription_item("active", user_id, ts)],
+                "latest_payment_id": "cpa_2samplePayment0000000", "object": "commerce_subscription",
+                "past_due_at": if status == "past_due" { json!(ts) } else { Value::Null },
+                "payer": payer(user_id), "payer_id": "cpayer_2sample000000000", "payment_source_id": "cps_2sample000000000",
+                "status": status, "updated_at": ts
+            })
+        }
         _ => return None,
     };
     Some(envelope(event_type, data, ts))

@@ -24,10 +24,13 @@ pub enum Resource {
     Permission,
     Domain,
     WaitlistEntry,
+    Subscription,
+    SubscriptionItem,
+    PaymentAttempt,
 }
 
 impl Resource {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::User,
         Self::Organization,
         Self::Membership,
@@ -37,6 +40,9 @@ impl Resource {
         Self::Permission,
         Self::Domain,
         Self::WaitlistEntry,
+        Self::Subscription,
+        Self::SubscriptionItem,
+        Self::PaymentAttempt,
     ];
 
     /// The name `clerk.apply_batch` returns for rows of this resource.
@@ -51,6 +57,9 @@ impl Resource {
             Self::Permission => "permission",
             Self::Domain => "domain",
             Self::WaitlistEntry => "waitlist_entry",
+            Self::Subscription => "subscription",
+            Self::SubscriptionItem => "subscription_item",
+            Self::PaymentAttempt => "payment_attempt",
         }
     }
 
@@ -70,6 +79,9 @@ impl Resource {
             Self::Permission => "permissions",
             Self::Domain => "organization_domains",
             Self::WaitlistEntry => "waitlist_entries",
+            Self::Subscription => "subscriptions",
+            Self::SubscriptionItem => "subscription_items",
+            Self::PaymentAttempt => "payment_attempts",
         }
     }
 }
@@ -121,22 +133,22 @@ pub const CATALOGUE: &[EventType] = &[
     stored("permission.deleted", Resource::Permission),
     stored("waitlistEntry.created", Resource::WaitlistEntry),
     stored("waitlistEntry.updated", Resource::WaitlistEntry),
-    ignored("paymentAttempt.created"),
-    ignored("paymentAttempt.updated"),
-    ignored("subscription.active"),
-    ignored("subscription.created"),
-    ignored("subscription.pastDue"),
-    ignored("subscription.updated"),
-    ignored("subscriptionItem.abandoned"),
-    ignored("subscriptionItem.active"),
-    ignored("subscriptionItem.canceled"),
-    ignored("subscriptionItem.created"),
-    ignored("subscriptionItem.ended"),
-    ignored("subscriptionItem.freeTrialEnding"),
-    ignored("subscriptionItem.incomplete"),
-    ignored("subscriptionItem.pastDue"),
-    ignored("subscriptionItem.upcoming"),
-    ignored("subscriptionItem.updated"),
+    stored("paymentAttempt.created", Resource::PaymentAttempt),
+    stored("paymentAttempt.updated", Resource::PaymentAttempt),
+    stored("subscription.active", Resource::Subscription),
+    stored("subscription.created", Resource::Subscription),
+    stored("subscription.pastDue", Resource::Subscription),
+    stored("subscription.updated", Resource::Subscription),
+    stored("subscriptionItem.abandoned", Resource::SubscriptionItem),
+    stored("subscriptionItem.active", Resource::SubscriptionItem),
+    stored("subscriptionItem.canceled", Resource::SubscriptionItem),
+    stored("subscriptionItem.created", Resource::SubscriptionItem),
+    stored("subscriptionItem.ended", Resource::SubscriptionItem),
+    stored("subscriptionItem.freeTrialEnding", Resource::SubscriptionItem),
+    stored("subscriptionItem.incomplete", Resource::SubscriptionItem),
+    stored("subscriptionItem.pastDue", Resource::SubscriptionItem),
+    stored("subscriptionItem.upcoming", Resource::SubscriptionItem),
+    stored("subscriptionItem.updated", Resource::SubscriptionItem),
 ];
 
 /// The catalogue's names, in order.
@@ -144,8 +156,12 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     CATALOGUE.iter().map(|t| t.name)
 }
 
-/// The catalogue entry of `name`, if Clerk sends it.
+/// Older spellings Clerk has sent, and the catalogue's name for each.
+const ALIASES: &[(&str, &str)] = &[("subscription.past_due", "subscription.pastDue")];
+
+/// The catalogue entry of `name` (or of the type an older spelling names), if Clerk sends it.
 pub fn find(name: &str) -> Option<&'static EventType> {
+    let name = ALIASES.iter().find(|(old, _)| *old == name).map_or(name, |(_, new)| new);
     CATALOGUE.iter().find(|t| t.name == name)
 }
 
@@ -169,6 +185,7 @@ mod tests {
             assert_eq!(head.event_type, t.name);
         }
         assert_eq!(label("user.exploded"), "unknown");
+        assert_eq!(label("subscription.past_due"), "subscription.pastDue", "the old spelling");
         assert_eq!(find("user.deleted").map(|t| t.handling), Some(Handling::Stored(Resource::User)));
     }
 }

@@ -157,6 +157,9 @@ fn partition_key(change: &Change) -> Option<&str> {
         Change::UpsertDomain(d) => Some(&d.id),
         Change::DeleteRole(d) | Change::DeletePermission(d) | Change::DeleteDomain(d) => Some(&d.id),
         Change::UpsertWaitlistEntry(w) => Some(&w.id),
+        Change::UpsertSubscription(s) => Some(&s.id),
+        Change::UpsertSubscriptionItem(s) => Some(&s.id),
+        Change::UpsertPaymentAttempt(p) => Some(&p.id),
         Change::Ignore => None,
     }
 }

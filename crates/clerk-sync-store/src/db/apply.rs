@@ -118,7 +118,7 @@ async fn write(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<Alive, sqlx::
     let written: Vec<(String, String)> = sqlx::query_as(
         "SELECT resource, id FROM clerk.apply_batch(organizations => $1, users => $2, memberships => $3,
              sessions => $4, invitations => $5, roles => $6, permissions => $7, domains => $8,
-             waitlist_entries => $9)",
+             waitlist_entries => $9, subscriptions => $10, subscription_items => $11, payment_attempts => $12)",
     )
     .bind(Json(&rows.organizations))
     .bind(Json(&rows.users))
@@ -129,6 +129,9 @@ async fn write(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<Alive, sqlx::
     .bind(Json(&rows.permissions))
     .bind(Json(&rows.domains))
     .bind(Json(&rows.waitlist_entries))
+    .bind(Json(&rows.subscriptions))
+    .bind(Json(&rows.subscription_items))
+    .bind(Json(&rows.payment_attempts))
     .fetch_all(conn)
     .await?;
     for (resource, id) in written {

@@ -6,6 +6,7 @@
 //! database errors into outages, permanent refusals and retryable failures.
 
 mod apply;
+pub mod billing_rows;
 mod classify;
 pub mod more_rows;
 pub mod outcome;

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::ms;
 use crate::catalogue::Resource;
+use crate::event::billing;
 use crate::event::{
     Change, Domain, Event, Invitation, Membership, Organization, Permission, Role, Session, User, WaitlistEntry,
 };
@@ -135,6 +136,9 @@ pub struct Plan<'a> {
     pub domains: NewestById<'a, Domain>,
     pub domain_deletes: DeletionsById<'a>,
     pub waitlist: NewestById<'a, WaitlistEntry>,
+    pub subscriptions: NewestById<'a, billing::Subscription>,
+    pub subscription_items: NewestById<'a, billing::SubscriptionItem>,
+    pub payment_attempts: NewestById<'a, billing::PaymentAttempt>,
 }
 
 impl<'a> Plan<'a> {
@@ -205,6 +209,15 @@ impl<'a> Plan<'a> {
             Change::UpsertWaitlistEntry(w) => {
                 keep_newest(&mut self.waitlist, &w.id, newest(i, version(w.updated_at, true), w, raw))
             }
+            Change::UpsertSubscription(s) => {
+                keep_newest(&mut self.subscriptions, &s.id, newest(i, version(s.updated_at, true), s, raw))
+            }
+            Change::UpsertSubscriptionItem(s) => {
+                keep_newest(&mut self.subscription_items, &s.id, newest(i, version(s.updated_at, true), s, raw))
+            }
+            Change::UpsertPaymentAttempt(p) => {
+                keep_newest(&mut self.payment_attempts, &p.id, newest(i, version(p.updated_at, true), p, raw))
+            }
             Change::Ignore => {}
         }
     }
@@ -239,6 +252,9 @@ impl<'a> Plan<'a> {
             && self.domains.is_empty()
             && self.domain_deletes.is_empty()
             && self.waitlist.is_empty()
+            && self.subscriptions.is_empty()
+            && self.subscription_items.is_empty()
+            && self.payment_attempts.is_empty()
     }
 
     /// The message whose version of this object the plan kept (`None` for a nested organization
@@ -254,6 +270,9 @@ impl<'a> Plan<'a> {
             Resource::Permission => self.permissions.get(id).and_then(|n| n.owner),
             Resource::Domain => self.domains.get(id).and_then(|n| n.owner),
             Resource::WaitlistEntry => self.waitlist.get(id).and_then(|n| n.owner),
+            Resource::Subscription => self.subscriptions.get(id).and_then(|n| n.owner),
+            Resource::SubscriptionItem => self.subscription_items.get(id).and_then(|n| n.owner),
+            Resource::PaymentAttempt => self.payment_attempts.get(id).and_then(|n| n.owner),
         }
     }
 }
@@ -276,6 +295,9 @@ pub fn written_object(change: &Change) -> Option<(Resource, &str)> {
         Change::UpsertPermission(p) => Some((Resource::Permission, &p.id)),
         Change::UpsertDomain(d) => Some((Resource::Domain, &d.id)),
         Change::UpsertWaitlistEntry(w) => Some((Resource::WaitlistEntry, &w.id)),
+        Change::UpsertSubscription(s) => Some((Resource::Subscription, &s.id)),
+        Change::UpsertSubscriptionItem(s) => Some((Resource::SubscriptionItem, &s.id)),
+        Change::UpsertPaymentAttempt(p) => Some((Resource::PaymentAttempt, &p.id)),
         _ => None,
     }
 }

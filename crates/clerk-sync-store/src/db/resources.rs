@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::billing_rows::{self, PaymentAttemptRow, SubscriptionItemRow, SubscriptionRow};
 use super::more_rows::{self, DomainRow, PermissionRow, RoleRow, WaitlistEntryRow};
 use super::ms;
 use super::plan::{
@@ -147,6 +148,9 @@ pub struct Rows<'a> {
     pub permissions: ResourceBatch<'a, PermissionRow<'a>>,
     pub domains: ResourceBatch<'a, DomainRow<'a>>,
     pub waitlist_entries: ResourceBatch<'a, WaitlistEntryRow<'a>>,
+    pub subscriptions: ResourceBatch<'a, SubscriptionRow<'a>>,
+    pub subscription_items: ResourceBatch<'a, SubscriptionItemRow<'a>>,
+    pub payment_attempts: ResourceBatch<'a, PaymentAttemptRow<'a>>,
 }
 
 impl<'a> Rows<'a> {
@@ -161,6 +165,9 @@ impl<'a> Rows<'a> {
             permissions: batch(&plan.permissions, &plan.permission_deletes, more_rows::permission),
             domains: batch(&plan.domains, &plan.domain_deletes, more_rows::domain),
             waitlist_entries: batch(&plan.waitlist, &DeletionsById::new(), more_rows::waitlist_entry),
+            subscriptions: batch(&plan.subscriptions, &DeletionsById::new(), billing_rows::subscription),
+            subscription_items: batch(&plan.subscription_items, &DeletionsById::new(), billing_rows::subscription_item),
+            payment_attempts: batch(&plan.payment_attempts, &DeletionsById::new(), billing_rows::payment_attempt),
         }
     }
 }

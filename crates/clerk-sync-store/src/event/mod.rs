@@ -2,6 +2,7 @@
 //! (svix-id), when, and the change it asks for. Parsing failures here are permanent: no retry can
 //! fix a body.
 
+pub mod billing;
 mod objects;
 
 pub use objects::{
@@ -71,6 +72,9 @@ pub enum Change {
     UpsertDomain(Domain),
     DeleteDomain(DeletedObject),
     UpsertWaitlistEntry(WaitlistEntry),
+    UpsertSubscription(billing::Subscription),
+    UpsertSubscriptionItem(billing::SubscriptionItem),
+    UpsertPaymentAttempt(billing::PaymentAttempt),
     /// Recorded in `webhook_events` as `ignored`: a type this service does not store.
     Ignore,
 }
@@ -221,6 +225,26 @@ pub fn from_object(
             let entry: WaitlistEntry = parse_data(t, &data)?;
             require_updated_at(t, entry.updated_at)?;
             Change::UpsertWaitlistEntry(entry)
+        }
+        // `subscription.past_due` is the old spelling of `subscription.pastDue`.
+        "subscription.created"
+        | "subscription.updated"
+        | "subscription.active"
+        | "subscription.pastDue"
+        | "subscription.past_due" => {
+            let subscription: billing::Subscription = parse_data(t, &data)?;
+            require_updated_at(t, subscription.updated_at)?;
+            Change::UpsertSubscription(subscription)
+        }
+        t if t.starts_with("subscriptionItem.") && crate::catalogue::find(t).is_some() => {
+            let item: billing::SubscriptionItem = parse_data(t, &data)?;
+            require_updated_at(t, item.updated_at)?;
+            Change::UpsertSubscriptionItem(item)
+        }
+        "paymentAttempt.created" | "paymentAttempt.updated" => {
+            let attempt: billing::PaymentAttempt = parse_data(t, &data)?;
+            require_updated_at(t, attempt.updated_at)?;
+            Change::UpsertPaymentAttempt(attempt)
         }
         _ => Change::Ignore,
     };

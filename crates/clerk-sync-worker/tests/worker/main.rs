@@ -3,6 +3,7 @@
 
 mod acks;
 mod catalogue;
+mod catalogue_billing;
 mod catalogue_more;
 mod convergence;
 mod effects;

@@ -87,11 +87,22 @@ pub async fn run(opts: FeedOptions, shutdown: CancellationToken) {
 }
 
 /// Tries to take the lead; leads until shutdown or a database error. `Ok(false)`: another worker
-/// leads.
+/// leads, or the database cannot be reached (the worker's health reports that, once; a standby
+/// retrying every second must not log each attempt).
 async fn lead(opts: &FeedOptions, shutdown: &CancellationToken) -> Result<bool, sqlx::Error> {
-    let mut conn = PgConnection::connect_with(&opts.pool.connect_options()).await?;
-    let leader: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(&opts.pool.connect_options()).await?;
+        let leader: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+        Ok::<_, sqlx::Error>((conn, leader))
+    };
+    let (mut conn, leader) = match attempt.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "change feed: cannot try for the lead");
+            return Ok(false);
+        }
+    };
     if !leader {
         let _ = conn.close().await;
         return Ok(false);

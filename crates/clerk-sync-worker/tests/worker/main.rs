@@ -15,6 +15,7 @@ mod feed_sql;
 mod helpers;
 mod history;
 mod migrate;
+mod nodes;
 mod ordering;
 mod poison;
 mod read_only;

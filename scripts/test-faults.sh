@@ -9,7 +9,7 @@ cargo build --locked --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo nextest run --locked -p clerk-sync-faults --run-ignored only --test-threads 1 --no-capture --no-fail-fast >"$log" 2>&1 || status=$?
+cargo nextest run --locked -p clerk-sync-faults --test faults --run-ignored only --test-threads 1 --no-capture --no-fail-fast >"$log" 2>&1 || status=$?
 grep -E 'PASS|FAIL|panicked|assertion|Summary' "$log" || true
 echo
 echo "scenario | in flight | injected | client saw | verified"

@@ -162,9 +162,15 @@ impl Service {
     }
 
     pub fn worker(paths: &Paths, env: &BenchEnv, index: usize) -> anyhow::Result<Self> {
+        Self::worker_with(paths, env, index, &[])
+    }
+
+    /// A worker with `extra` settings on top of the bench's (`CLERK_SYNC__WORKER__KEEP_HISTORY`, ...).
+    pub fn worker_with(paths: &Paths, env: &BenchEnv, index: usize, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut vars = env.service_env();
         vars.push(("CLERK_SYNC__WORKER__ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")));
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let admin = SocketAddr::from(([127, 0, 0, 1], port));
         Self::spawn(paths, "clerk-sync-worker", format!("worker-{index}-{port}"), vars, None, admin)
     }

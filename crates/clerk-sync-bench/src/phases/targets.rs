@@ -74,6 +74,20 @@ pub const RECONCILE_CLI_RSS_MIB: Goal = Goal {
     unit: "MiB",
     source: "issue 17",
 };
+/// The x1 worker run with `worker.keep_history` on (the default) against the same run with it off.
+pub const WORKER_HISTORY_ON_OFF: Goal = Goal {
+    name: "worker x1 history on / off",
+    target: Target::RatioAtLeast(0.85),
+    unit: "events/s",
+    source: "issue 20",
+};
+/// The release CLI's wall time, process start to exit, for one user's newest 50 events.
+pub const EVENTS_LIST_USER_MS: Goal = Goal {
+    name: "events list --user on 5M events, CLI p99",
+    target: Target::AtMost(50.0),
+    unit: "ms",
+    source: "issue 20",
+};
 
 /// The whole table, in the order the bench prints its rows.
 pub const TARGETS: &[Goal] = &[
@@ -82,12 +96,14 @@ pub const TARGETS: &[Goal] = &[
     GATEWAY_OPEN_P99_MS,
     WORKER_EVENTS_PER_S,
     WORKER_VS_DATABASE,
+    WORKER_HISTORY_ON_OFF,
     E2E_LAG_P99_MS,
     FEED_ON_OFF,
     FEED_NOTIFY_P99_MS,
     DLQ_REPLAY_PER_S,
     DLQ_CLI_RSS_MIB,
     RECONCILE_CLI_RSS_MIB,
+    EVENTS_LIST_USER_MS,
     GATEWAY_RSS_MIB,
     WORKER_RSS_MIB,
 ];

@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
-use super::{Bench, targets};
+use super::{Bench, history, targets};
 use crate::procs::{Service, sum_metric};
 use crate::report::Row;
 use crate::{broker, cpu, dbceiling};
@@ -61,12 +61,14 @@ async fn committed(db_url: &str) -> anyhow::Result<i64> {
     Ok(n)
 }
 
-/// One run per entry of `b.opts.workers` (worker processes at once).
+/// One run per entry of `b.opts.workers` (worker processes at once); one process also runs with the
+/// event history off, for the on/off ratio.
 pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
     let workload = b.workload();
     let total = workload.messages.len();
     let distinct = i64::try_from(workload.shape.distinct)?;
-    for n in b.opts.workers.clone() {
+    let (mut history_on, mut history_off, mut history_errors, mut history_rows) = (None, None, 0, Vec::new());
+    for (n, keep_history) in history::worker_runs(&b.opts.workers) {
         b.env.truncate().await?;
         b.purge().await?;
         let publish = broker::prefill(&b.env, &b.amqp, &workload.messages, PREFILL_CHANNELS, PREFILL_WINDOW).await?;
@@ -81,7 +83,8 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut procs = Vec::new();
         for i in 0..n {
-            procs.push(Service::worker(&b.paths, &b.env, i)?);
+            let keep = if keep_history { "true" } else { "false" };
+            procs.push(Service::worker_with(&b.paths, &b.env, i, &[("CLERK_SYNC__WORKER__KEEP_HISTORY", keep)])?);
         }
         let pids: Vec<_> = procs.iter().map(|p| ("worker", p.pid())).collect();
         let watch = cpu::Watch::new("bench", &pids).with_database();
@@ -116,8 +119,9 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         let outcomes: serde_json::Map<String, serde_json::Value> =
             OUTCOMES.iter().zip(counts).map(|(o, c)| ((*o).to_owned(), json!(c as u64))).collect();
         let failures = (counts[4] + counts[5]) as u64;
+        let label = if keep_history { format!("x{n}") } else { format!("x{n}, history off") };
         eprintln!(
-            "worker x{n}: {total} events in {:.2} s = {rate:.0} events/s; outcomes {outcomes:?}; CPU per event {}",
+            "worker {label}: {total} events in {:.2} s = {rate:.0} events/s; outcomes {outcomes:?}; CPU per event {}",
             elapsed.as_secs_f64(),
             used.line()
         );
@@ -129,6 +133,18 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
             used.line()
         );
         if n == 1 {
+            history_errors += failures;
+            if !keep_history {
+                history_off = Some(rate);
+                b.detail(
+                    "worker",
+                    json!({"workers": n, "keep_history": false, "seconds": elapsed.as_secs_f64(),
+                                          "events_per_s": rate, "outcomes": outcomes, "peak_rss_kib": rss}),
+                );
+                continue;
+            }
+            history_on = Some(rate);
+            history_rows = history::stored_bytes(b, workload.shape.mean_bytes).await?;
             b.rows.push(
                 Row::new("worker x1 events/s", rate, "events/s")
                     .goal(&targets::WORKER_EVENTS_PER_S)
@@ -149,5 +165,9 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
                    "peak_rss_kib": rss, "cpu_us_per_message": used}),
         );
     }
+    if let (Some(on), Some(off)) = (history_on, history_off) {
+        b.rows.push(history::on_off_row(on, off, history_errors));
+    }
+    b.rows.extend(history_rows);
     Ok(())
 }

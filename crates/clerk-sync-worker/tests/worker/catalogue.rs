@@ -304,3 +304,24 @@ async fn hostile_invitation_payloads_are_dead_lettered_and_the_good_ones_apply()
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn invitations_matched_by_address_are_dated_by_their_own_users_deletion_when_one_batch_deletes_several() {
+    let env = setup("cat-inv-two-deleted").await;
+    // Queued while no worker runs, and one lane, so one batch takes both deletions.
+    for (u, email, at) in [("user_a1", "a1@example.com", 5_000), ("user_b1", "b1@example.com", 9_000)] {
+        env.publish_event(&svix_id(), &envelope("user.created", user(u, "X", email, T), T)).await;
+        let v = invitation(&format!("orginv_{u}"), email, "pending", None, T);
+        env.publish_event(&svix_id(), &envelope("organizationInvitation.created", v, T)).await;
+        env.publish_event(&svix_id(), &envelope("user.deleted", json!({"id": u, "deleted": true}), T + at)).await;
+    }
+    let worker = env.start_worker_with(|s| s.with_env("CLERK_SYNC__WORKER__CONCURRENCY", "1")).await;
+    env.wait_processed(6, Duration::from_secs(10)).await;
+    for (u, deleted_at) in [("user_a1", "2024-05-28T08:00:05+00:00"), ("user_b1", "2024-05-28T08:00:09+00:00")] {
+        let row = env.row("organization_invitations", &format!("orginv_{u}")).await.unwrap();
+        assert_eq!(row["deleted_at"], deleted_at, "{u}");
+        assert!(row["email_address"].is_null(), "{u}");
+    }
+    worker.stop().await;
+    env.cleanup().await;
+}

@@ -15,27 +15,37 @@ const DAYS_AHEAD: i32 = 4;
 
 pub async fn maintain(pool: &PgPool, retention: Duration, metrics: &WorkerMetrics) {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let result = async {
+    let upkeep = async {
+        // Every worker does this: the lock (the one `history_ensure_partitions` takes) makes a
+        // second worker wait and then find the work done, instead of dropping a table twice.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('clerk.event_history partitions'))")
+            .execute(&mut *tx)
+            .await?;
         let created: i32 =
             sqlx::query_scalar("SELECT clerk.history_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, $1)")
                 .bind(DAYS_AHEAD)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
         let dropped: i32 =
-            sqlx::query_scalar("SELECT clerk.history_drop_before($1)").bind(cutoff).fetch_one(pool).await?;
-        let mut conn = pool.acquire().await?;
-        let (rows, bytes) = clerk_sync_store::history::query::size(&mut conn).await?;
-        Ok::<_, sqlx::Error>((created, dropped, rows, bytes))
+            sqlx::query_scalar("SELECT clerk.history_drop_before($1)").bind(cutoff).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((created, dropped))
+    };
+    match upkeep.await {
+        Ok((0, 0)) => {}
+        Ok((created, dropped)) => tracing::info!(created, dropped, "event history partitions maintained"),
+        Err(e) => tracing::warn!(error = %e, "event history upkeep failed; will retry"),
     }
-    .await;
-    match result {
-        Ok((created, dropped, rows, bytes)) => {
-            if created > 0 || dropped > 0 {
-                tracing::info!(created, dropped, "event history partitions maintained");
-            }
+    let size = async {
+        let mut conn = pool.acquire().await?;
+        clerk_sync_store::history::query::size(&mut conn).await
+    };
+    match size.await {
+        Ok((rows, bytes)) => {
             metrics.history_rows.set(rows);
             metrics.history_bytes.set(bytes);
         }
-        Err(e) => tracing::warn!(error = %e, "event history upkeep failed; will retry"),
+        Err(e) => tracing::debug!(error = %e, "reading the event history's size failed"),
     }
 }

@@ -85,9 +85,12 @@ INSERT INTO clerk.change_feed_state DEFAULT VALUES;
 -- migration that adds a column calls it again for that table (docs/adding-a-resource.md), or the
 -- new column's changes go unnamed (a change of it alone would write no change row).
 --
--- The functions set `enable_seqscan`/`jit` for their own statement: they run inside the apply
--- functions, which turn sequential scans off, and a plan costed as if they were impossible would
--- also switch on JIT compilation for every statement.
+-- The functions run inside the apply functions, which turn sequential scans off. That stays (a
+-- sequential scan of `clerk.webhook_events` per change, chosen while the table looked empty and
+-- cached with the plan, made a batch take seconds), but with it every plan is costed so high that
+-- JIT compilation would switch on for each statement: `jit = off`. The event type is looked up
+-- with `COLLATE "default"`: `version_svix_id` is `COLLATE "C"`, and a comparison in another
+-- collation than the primary key's cannot use it (a scan of `clerk.webhook_events` per change).
 CREATE FUNCTION clerk.install_change_triggers(tbl text, resource text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -102,7 +105,6 @@ DECLARE
 CREATE OR REPLACE FUNCTION clerk.%1$I() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = on
 SET enable_hashjoin = on
 SET jit = off
 AS $fn$
@@ -115,7 +117,7 @@ BEGIN
     sources := nullif(current_setting('clerk.change_sources', true), '')::jsonb;
     INSERT INTO clerk.changes (resource, object_id, operation, version, changed, svix_id, event_type)
     SELECT %2$L, s.id, s.operation, s.updated_at, s.changed, s.svix,
-           (SELECT w.event_type FROM clerk.webhook_events AS w WHERE w.svix_id = s.svix)
+           (SELECT w.event_type FROM clerk.webhook_events AS w WHERE w.svix_id = s.svix COLLATE "default")
     FROM (SELECT c.*, CASE WHEN c.operation = 'deleted' THEN %3$s ELSE c.version_svix_id END AS svix
           FROM (SELECT r.*, %4$s AS operation, array_remove(ARRAY[%5$s], NULL) AS changed
                 FROM %6$s) AS c
@@ -167,7 +169,6 @@ SELECT clerk.install_change_triggers('organization_memberships', 'membership');
 CREATE FUNCTION clerk.record_inserted() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = on
 SET jit = off
 AS $fn$
 DECLARE
@@ -179,7 +180,7 @@ BEGIN
     sources := nullif(current_setting('clerk.change_sources', true), '')::jsonb;
     INSERT INTO clerk.changes (resource, object_id, operation, version, changed, svix_id, event_type)
     SELECT TG_ARGV[0], s.id, s.operation, s.updated_at, s.changed, s.svix,
-           (SELECT w.event_type FROM clerk.webhook_events AS w WHERE w.svix_id = s.svix)
+           (SELECT w.event_type FROM clerk.webhook_events AS w WHERE w.svix_id = s.svix COLLATE "default")
     FROM (SELECT p.id, p.updated_at, p.operation,
                  ARRAY(SELECT e.key FROM jsonb_each(p.n) AS e WHERE e.value <> 'null'::jsonb ORDER BY e.key) AS changed,
                  CASE WHEN p.operation = 'deleted' THEN sources #>> ARRAY[TG_ARGV[0], p.id] ELSE p.version_svix_id END
@@ -196,7 +197,6 @@ $fn$;
 CREATE FUNCTION clerk.record_updated() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = on
 SET enable_hashjoin = on
 SET jit = off
 AS $fn$
@@ -209,7 +209,7 @@ BEGIN
     sources := nullif(current_setting('clerk.change_sources', true), '')::jsonb;
     INSERT INTO clerk.changes (resource, object_id, operation, version, changed, svix_id, event_type)
     SELECT TG_ARGV[0], s.id, s.operation, s.updated_at, s.changed, s.svix,
-           (SELECT w.event_type FROM clerk.webhook_events AS w WHERE w.svix_id = s.svix)
+           (SELECT w.event_type FROM clerk.webhook_events AS w WHERE w.svix_id = s.svix COLLATE "default")
     FROM (SELECT c.*, CASE WHEN c.operation = 'deleted' THEN sources #>> ARRAY[TG_ARGV[0], c.id]
                            ELSE c.version_svix_id END AS svix
           FROM (SELECT p.id, p.updated_at, p.version_svix_id,

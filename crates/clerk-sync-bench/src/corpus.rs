@@ -93,22 +93,33 @@ fn write_ms(slot: &mut [u8], value: i64) {
     }
 }
 
-/// The share of each type in the load: roughly what a busy Clerk instance sends.
+/// The share of each type in the load: roughly what a busy Clerk instance sends. Sessions are
+/// about half (every sign-in creates one and every sign-out or expiry ends it).
 pub const MIX: &[(&str, u32)] = &[
-    ("user.updated", 40),
-    ("user.created", 12),
-    ("user.deleted", 2),
-    ("organization.created", 2),
-    ("organization.updated", 4),
-    ("organizationMembership.created", 8),
-    ("organizationMembership.updated", 6),
-    ("organizationMembership.deleted", 2),
-    ("session.created", 10),
-    ("session.ended", 4),
-    ("email.created", 4),
+    ("user.updated", 20),
+    ("user.created", 6),
+    ("user.deleted", 1),
+    ("organization.created", 1),
+    ("organization.updated", 2),
+    ("organizationMembership.created", 4),
+    ("organizationMembership.updated", 3),
+    ("organizationMembership.deleted", 1),
+    ("session.created", 30),
+    ("session.ended", 15),
+    ("session.revoked", 2),
+    ("session.removed", 2),
+    ("session.pending", 1),
+    ("email.created", 3),
+    ("sms.created", 1),
     ("organizationInvitation.created", 2),
+    ("organizationInvitation.accepted", 1),
     ("role.updated", 1),
-    ("subscription.updated", 3),
+    ("permission.updated", 1),
+    ("organizationDomain.updated", 1),
+    ("waitlistEntry.created", 1),
+    ("subscription.updated", 1),
+    ("subscriptionItem.active", 1),
+    ("paymentAttempt.updated", 1),
 ];
 
 pub fn user_id(n: usize) -> String {

@@ -147,9 +147,14 @@ impl BenchEnv {
     /// Empties the tables a run writes, so the next run starts from the same state.
     pub async fn truncate(&self) -> anyhow::Result<()> {
         let mut conn = PgConnection::connect(&self.db_url).await?;
-        sqlx::query("TRUNCATE clerk.users, clerk.organizations, clerk.organization_memberships, clerk.webhook_events")
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(
+            "TRUNCATE clerk.users, clerk.organizations, clerk.organization_memberships, clerk.sessions,
+             clerk.organization_invitations, clerk.roles, clerk.permissions, clerk.organization_domains,
+             clerk.waitlist_entries, clerk.subscriptions, clerk.subscription_items, clerk.payment_attempts,
+             clerk.webhook_events",
+        )
+        .execute(&mut conn)
+        .await?;
         // Fresh statistics and no dead tuples, as in the first run.
         sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
         let _ = conn.close().await;

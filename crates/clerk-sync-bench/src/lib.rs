@@ -9,6 +9,7 @@
 //! binaries ([`procs`]), each run in its own queues and database ([`env`]).
 
 pub mod broker;
+pub mod catalogue_mix;
 pub mod corpus;
 pub mod cpu;
 pub mod dbceiling;

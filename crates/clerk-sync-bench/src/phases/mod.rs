@@ -2,6 +2,7 @@
 //! table rows and JSON details, and the ceilings measured earlier in the same run (so each figure
 //! is printed next to its own ceiling).
 
+mod catalogue;
 mod dlq;
 mod e2e;
 mod feed;

@@ -43,6 +43,19 @@ pub const WORKER_VS_DATABASE: Goal = Goal {
     unit: "events/s",
     source: BRIEF,
 };
+/// One worker on the whole catalogue (sessions about half), and against the users-only x1 run.
+pub const WORKER_MIXED_EVENTS_PER_S: Goal = Goal {
+    name: "worker x1 mixed catalogue events/s",
+    target: Target::AtLeast(10_000.0),
+    unit: "events/s",
+    source: "issue 19",
+};
+pub const WORKER_MIXED_VS_USERS: Goal = Goal {
+    name: "worker x1 mixed catalogue / users only",
+    target: Target::RatioAtLeast(0.9),
+    unit: "events/s",
+    source: "issue 19",
+};
 /// At the e2e rate (2,000 events/s by default).
 pub const E2E_LAG_P99_MS: Goal =
     Goal { name: "end-to-end lag p99 @ 2000/s", target: Target::AtMost(1_000.0), unit: "ms", source: BRIEF };
@@ -97,6 +110,8 @@ pub const TARGETS: &[Goal] = &[
     WORKER_EVENTS_PER_S,
     WORKER_VS_DATABASE,
     WORKER_HISTORY_ON_OFF,
+    WORKER_MIXED_EVENTS_PER_S,
+    WORKER_MIXED_VS_USERS,
     E2E_LAG_P99_MS,
     FEED_ON_OFF,
     FEED_NOTIFY_P99_MS,

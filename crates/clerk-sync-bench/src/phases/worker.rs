@@ -169,5 +169,7 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         b.rows.push(history::on_off_row(on, off, history_errors));
     }
     b.rows.extend(history_rows);
+    // The whole catalogue, against the users-only figure of this run (issue 19).
+    super::catalogue::mixed(b, history_on).await?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Lanes: the worker's concurrent transactions, each owning a share of the objects.
 //!
 //! Each message goes to the lane of the object it writes: a user event to its user's lane, an
-//! organization event and every membership event to the organization's lane. A lane cuts its
+//! organization event and every membership event to the organization's lane, the other stored
+//! types (sessions, invitations, roles, Billing, ...) to their own object's lane. A lane cuts its
 //! messages into batches (by size, or after a short linger) and applies one batch at a time.
 //!
 //! Why not hand consecutive batches to whichever transaction is free: consecutive batches share

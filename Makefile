@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export SQLX_OFFLINE := true
 
-.PHONY: help services run test test-faults test-deploy test-integrations lint build bench bench-soak migrate up down image \
+.PHONY: help services run test test-faults test-deploy test-integrations lint build bench bench-cluster bench-soak migrate up down image \
 	cluster-up cluster-down test-cluster test-rabbitmq4
 
 help: ## list the targets
@@ -52,6 +52,11 @@ build: ## release build of every binary
 
 bench: services ## benchmarks against the local RabbitMQ and Postgres; prints a table, writes target/bench/*.json
 	cargo run --release --locked -p clerk-sync-bench -- all
+
+bench-cluster: services ## the gateway and one worker on a three-node RabbitMQ 4.0 cluster beside a single 4.0 node (starts them)
+	scripts/cluster.sh up
+	scripts/cluster.sh single-up
+	cargo run --release --locked -p clerk-sync-bench -- cluster
 
 bench-soak: services ## the memory soak: gateway and worker at half capacity for several minutes; prints RSS over time
 	cargo run --release --locked -p clerk-sync-bench -- soak

@@ -67,6 +67,9 @@ enum Command {
     /// The event history (not in `all`: about 4 minutes): `events list --user` on 5,000,000 stored
     /// events, `reproject` of 1,000,000.
     History(Knobs),
+    /// The gateway and one worker against a three-node RabbitMQ 4.0 cluster beside a single 4.0
+    /// node, with CPU per message (not in `all`: `make bench-cluster` starts the nodes first).
+    Cluster(Knobs),
     /// Verification plus parsing, and building a batch, timed in-process.
     Micro(Knobs),
     /// Memory soak: gateway and worker at half capacity for minutes, RSS sampled; writes soak.json.
@@ -93,6 +96,7 @@ impl Command {
             Command::Reconcile(k) => (Suite::Reconcile, k),
             Command::Feed(k) => (Suite::Feed, k),
             Command::History(k) => (Suite::History, k),
+            Command::Cluster(k) => (Suite::Cluster, k),
             Command::Micro(k) => (Suite::Micro, k),
             Command::Soak(_) | Command::Loadgen(_) | Command::Cleanup | Command::Targets => return None,
         })
@@ -268,6 +272,7 @@ async fn run_phases(b: &mut Bench, suite: Suite) -> anyhow::Result<()> {
         (runs(Phase::Worker), runs(Phase::E2e), runs(Phase::Dlq), runs(Phase::Reconcile));
     let feed = runs(Phase::Feed);
     let history = runs(Phase::History);
+    let cluster = runs(Phase::Cluster);
     let mut clock = Instant::now();
     let mut lap = |b: &mut Bench, phase: &str| {
         let seconds = clock.elapsed().as_secs_f64();
@@ -310,6 +315,10 @@ async fn run_phases(b: &mut Bench, suite: Suite) -> anyhow::Result<()> {
     if history {
         phases::history(b).await?;
         lap(b, "history");
+    }
+    if cluster {
+        phases::cluster(b).await?;
+        lap(b, "cluster");
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! is printed next to its own ceiling).
 
 mod catalogue;
+mod cluster;
 mod dlq;
 mod e2e;
 mod feed;
@@ -28,6 +29,7 @@ use crate::procs::Paths;
 use crate::report::Row;
 use crate::workload::{self, Workload};
 
+pub use cluster::cluster;
 pub use dlq::dlq;
 pub use e2e::e2e;
 pub use feed::feed;
@@ -51,6 +53,8 @@ pub enum Suite {
     Reconcile,
     Feed,
     History,
+    /// Against a three-node RabbitMQ 4.0 cluster beside a single 4.0 node (`make bench-cluster`).
+    Cluster,
     Micro,
 }
 
@@ -68,13 +72,14 @@ impl Suite {
             Suite::Reconcile => "reconcile",
             Suite::Feed => "feed",
             Suite::History => "history",
+            Suite::Cluster => "cluster",
             Suite::Micro => "micro",
         }
     }
 
     /// Starts the release gateway and/or worker.
     pub fn needs_services(self) -> bool {
-        matches!(self, Suite::All | Suite::Gateway | Suite::Worker | Suite::E2e | Suite::Feed)
+        matches!(self, Suite::All | Suite::Gateway | Suite::Worker | Suite::E2e | Suite::Feed | Suite::Cluster)
     }
 
     /// Runs the release `clerk-sync`.
@@ -98,6 +103,8 @@ impl Suite {
             Phase::Feed => matches!(self, S::All | S::Feed),
             // Its own suite: filling 6 million events takes minutes, more than all the rest of `all`.
             Phase::History => self == S::History,
+            // Its own suite: it needs the RabbitMQ 4.0 nodes of `scripts/cluster.sh` running.
+            Phase::Cluster => self == S::Cluster,
         }
     }
 }
@@ -115,6 +122,7 @@ pub enum Phase {
     Reconcile,
     Feed,
     History,
+    Cluster,
 }
 
 /// Everything the phases can be told; `Default` is what `make bench` runs.
@@ -321,8 +329,9 @@ mod tests {
             Phase::Reconcile,
             Phase::Feed,
             Phase::History,
+            Phase::Cluster,
         ];
-        assert!(phases.iter().all(|p| Suite::All.runs(*p, true) == (*p != Phase::History)));
+        assert!(phases.iter().all(|p| Suite::All.runs(*p, true) == !matches!(p, Phase::History | Phase::Cluster)));
         let ran =
             |s: Suite, ceilings: bool| phases.iter().filter(|p| s.runs(**p, ceilings)).copied().collect::<Vec<_>>();
         assert_eq!(ran(Suite::Gateway, true), [Phase::Broker, Phase::Gateway]);
@@ -331,5 +340,6 @@ mod tests {
         assert_eq!(ran(Suite::Broker, false), [Phase::Broker]);
         assert_eq!(ran(Suite::Dlq, true), [Phase::Dlq]);
         assert_eq!(ran(Suite::History, true), [Phase::History]);
+        assert_eq!(ran(Suite::Cluster, true), [Phase::Cluster]);
     }
 }

@@ -45,14 +45,19 @@ pub(crate) async fn record(
     let outcome: Vec<&str> = rows.iter().map(|(_, o)| o.as_str()).collect();
     let replay_of: Vec<Option<&str>> = rows.iter().map(|(e, _)| e.replay_of.as_deref()).collect();
     let bodies: Vec<Vec<u8>> = rows.iter().map(|(e, _)| codec::encode(e.body.as_deref().unwrap_or_default())).collect();
+    let mut named: Vec<&str> = users.iter().flatten().copied().collect();
+    named.sort_unstable();
+    named.dedup();
+    // The insert runs whatever the outer query reads. The outer query looks the batch's users up
+    // by primary key (migration 16): a join with the insert's output let the planner hash-join a
+    // sequential scan of clerk.users into every batch while the table's statistics were stale.
     sqlx::query_scalar(
         "WITH ins AS (
              INSERT INTO clerk.event_history (received_at, svix_id, event_type, occurred_at, object_id, user_id,
                  organization_id, outcome, replay_of, body)
              SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                 $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[])
-             RETURNING user_id)
-         SELECT DISTINCT u.id FROM ins JOIN clerk.users AS u ON u.id = ins.user_id WHERE u.deleted_at IS NOT NULL",
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[]))
+         SELECT clerk.deleted_users_among($11::text[])",
     )
     .bind(&received)
     .bind(&ids)
@@ -64,6 +69,7 @@ pub(crate) async fn record(
     .bind(&outcome)
     .bind(&replay_of)
     .bind(&bodies)
+    .bind(&named)
     .fetch_all(conn)
     .await
 }

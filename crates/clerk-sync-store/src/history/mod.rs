@@ -80,26 +80,6 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
     if users.is_empty() {
         return Ok(0);
     }
-    // Index lookups whatever the statistics say: a day's partition is new and unanalyzed for
-    // hours, and a plan that scans it whole runs in every batch that deletes a user.
-    set_plans(conn, "off").await?;
-    let scrubbed = scrub(conn, users).await;
-    set_plans(conn, "on").await?;
-    scrubbed
-}
-
-async fn set_plans(conn: &mut PgConnection, value: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT set_config('enable_seqscan', $1, true), set_config('enable_hashjoin', $1, true),
-                set_config('enable_mergejoin', $1, true)",
-    )
-    .bind(value)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn scrub(conn: &mut PgConnection, users: &[&str]) -> Result<u64, sqlx::Error> {
     let stored: Vec<(DateTime<Utc>, String, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT received_at, svix_id, body FROM clerk.event_history
          WHERE user_id = ANY ($1) AND scrubbed_at IS NULL AND event_type <> 'user.deleted'

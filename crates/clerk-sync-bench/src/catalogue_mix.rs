@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::corpus::{Template, event, user_id};
-use crate::workload::{Message, Shape, Workload};
+use crate::workload::{Message, Shape, Workload, mean_bytes};
 
 const STEP_MS: i64 = 10;
 
@@ -108,19 +108,13 @@ pub fn generate(total: usize, seed: u64, run_id: &str) -> Workload {
         };
         serial += 1;
         *shape.by_type.entry(event_type).or_default() += 1;
-        messages.push(Message {
-            svix_id: format!("msg_c{run_id}{serial:09}"),
-            event_type,
-            body,
-            svix_ts_s: t_ms / 1000,
-            received_at_ms: t_ms + 40,
-        });
+        messages.push(Message::signed_at(format!("msg_c{run_id}{serial:09}"), event_type, body, t_ms));
     }
     shape.messages = messages.len();
     shape.distinct = serial;
     shape.users = users;
     shape.organizations = orgs;
-    shape.mean_bytes = messages.iter().map(|m| m.body.len() as f64).sum::<f64>() / messages.len().max(1) as f64;
+    shape.mean_bytes = mean_bytes(&messages);
     Workload { messages, shape }
 }
 

@@ -22,6 +22,18 @@ pub struct Message {
     pub received_at_ms: i64,
 }
 
+impl Message {
+    /// A message signed at `t_ms` and received by the gateway 40 ms later, as every workload has it.
+    pub fn signed_at(svix_id: String, event_type: &'static str, body: Vec<u8>, t_ms: i64) -> Self {
+        Self { svix_id, event_type, body, svix_ts_s: t_ms / 1000, received_at_ms: t_ms + 40 }
+    }
+}
+
+/// The mean body size of `messages`, for the workload's shape.
+pub fn mean_bytes(messages: &[Message]) -> f64 {
+    messages.iter().map(|m| m.body.len() as f64).sum::<f64>() / messages.len().max(1) as f64
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Shape {
     pub messages: usize,
@@ -164,19 +176,13 @@ pub fn generate(total: usize, seed: u64, run_id: &str) -> Workload {
         };
         serial += 1;
         *shape.by_type.entry(event_type).or_default() += 1;
-        messages.push(Message {
-            svix_id: format!("msg_w{run_id}{serial:09}"),
-            event_type,
-            body,
-            svix_ts_s: t_ms / 1000,
-            received_at_ms: t_ms + 40,
-        });
+        messages.push(Message::signed_at(format!("msg_w{run_id}{serial:09}"), event_type, body, t_ms));
     }
     shape.messages = messages.len();
     shape.distinct = serial;
     shape.users = s.next_user;
     shape.organizations = s.orgs;
-    shape.mean_bytes = messages.iter().map(|m| m.body.len() as f64).sum::<f64>() / messages.len().max(1) as f64;
+    shape.mean_bytes = mean_bytes(&messages);
     Workload { messages, shape }
 }
 

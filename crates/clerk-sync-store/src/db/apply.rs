@@ -68,9 +68,10 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<Ve
 pub async fn reproject_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<usize, sqlx::Error> {
     let plan = Plan::build(batch, &vec![true; batch.len()]);
     sqlx::query("SELECT set_config('clerk.reproject', 'on', true)").execute(&mut *conn).await?;
-    let alive = write(conn, &plan).await;
+    // On an error the transaction is aborted (and the setting is transaction-local): nothing to undo.
+    let alive = write(conn, &plan).await?;
     sqlx::query("SELECT set_config('clerk.reproject', 'off', true)").execute(&mut *conn).await?;
-    Ok(alive?.len())
+    Ok(alive.len())
 }
 
 /// Inserts the svix-id of each first occurrence with its likely outcome; returns, per message,

@@ -16,13 +16,14 @@ async fn a_worker_skips_a_dead_node_consumes_through_the_next_and_readyz_names_i
     let worker = env.start_worker_with(|s| s.with_env("AMQP_URL", list)).await;
 
     let readyz = format!("http://127.0.0.1:{}/readyz", worker.admin_port);
-    let body = wait_until_value(Duration::from_secs(20), "the worker is ready", || {
+    // The publisher (retries, dead letters) connects on its own task, so readiness can come first.
+    let body = wait_until_value(Duration::from_secs(20), "the worker is ready and its publisher up", || {
         let readyz = readyz.clone();
         async move {
             let response = reqwest::get(readyz).await.ok()?;
             let ready = response.status() == 200;
             let body: serde_json::Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
-            ready.then_some(body)
+            (ready && !body["publisher_node"].is_null()).then_some(body)
         }
     })
     .await;

@@ -52,13 +52,14 @@ pub enum Command {
     },
     /// Sign a sample event (or a file) with the configured secret and POST it to a running gateway.
     Send(SendArgs),
-    /// Copy users, organizations and memberships that predate the webhooks from Clerk's Backend API.
+    /// Copy what predates the webhooks from Clerk's Backend API: users, organizations, memberships,
+    /// roles, permissions, invitations, domains, the waitlist, sessions and Billing subscriptions.
     Backfill(BackfillArgs),
     /// Follow the change feed: what each event actually changed, once, in order per object.
     #[command(subcommand)]
     Changes(crate::changes::ChangesCommand),
-    /// Compare the database with Clerk's Backend API: missing, stale, gone and orphaned rows (exit 1
-    /// on drift); --fix repairs them through the worker's apply path.
+    /// Compare the database with Clerk's Backend API, every kind backfill copies: missing, stale, gone
+    /// and orphaned rows (exit 1 on drift); --fix repairs them through the worker's apply path.
     Reconcile(ReconcileArgs),
     /// Search, show and replay the event history (every event the worker received, kept for
     /// worker.event_retention).
@@ -194,17 +195,31 @@ pub struct SendArgs {
 }
 
 #[derive(Args)]
+#[command(
+    long_about = "Copy what Clerk's Backend API lists into the tables, through the worker's apply path (a newer \
+                  webhook version wins, a deletion stays), resumable page by page (--restart starts over).\n\n\
+                  Kinds, in this order (default: all): users, organizations, memberships, roles, permissions \
+                  (GET /v1/organization_roles, /v1/organization_permissions), invitations and domains (per \
+                  stored organization), waitlist-entries, subscription-items (GET /v1/billing/subscription_items), \
+                  sessions (GET /v1/sessions?user_id=, one request per stored user), subscriptions (one request \
+                  per stored user and organization). Payment attempts are webhook-only: Clerk's API does not \
+                  list them. Kinds listed per parent read the users and organizations stored here, so backfill \
+                  those first (the default order does)."
+)]
 pub struct BackfillArgs {
-    /// Backfill users (default: all three when none is given).
+    /// Only these kinds (repeat or separate with commas; default: all).
+    #[arg(long = "kind", value_enum, value_delimiter = ',', value_name = "KIND")]
+    pub kinds: Vec<crate::backfill::kinds::Kind>,
+    /// Backfill users (the same as --kind users).
     #[arg(long)]
     pub users: bool,
-    /// Backfill organizations.
+    /// Backfill organizations (--kind organizations).
     #[arg(long)]
     pub organizations: bool,
-    /// Backfill organization memberships.
+    /// Backfill organization memberships (--kind memberships).
     #[arg(long)]
     pub memberships: bool,
-    /// Objects per API page (Clerk allows up to 500).
+    /// Objects per API page (Clerk allows up to 500); for subscriptions, parents asked per transaction.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub page_size: u32,
     /// Ignore saved progress and start from the first page.
@@ -212,15 +227,54 @@ pub struct BackfillArgs {
     pub restart: bool,
 }
 
+impl BackfillArgs {
+    /// The kinds named by `--kind` and the three older flags.
+    pub fn selected(&self) -> Vec<crate::backfill::kinds::Kind> {
+        named(&self.kinds, self.users, self.organizations, self.memberships)
+    }
+}
+
+fn named(
+    kinds: &[crate::backfill::kinds::Kind],
+    users: bool,
+    organizations: bool,
+    memberships: bool,
+) -> Vec<crate::backfill::kinds::Kind> {
+    use crate::backfill::kinds::Kind;
+    let mut named = kinds.to_vec();
+    for (flag, kind) in [(users, Kind::Users), (organizations, Kind::Organizations), (memberships, Kind::Memberships)] {
+        if flag && !named.contains(&kind) {
+            named.push(kind);
+        }
+    }
+    named
+}
+
 #[derive(Args)]
+#[command(long_about = "Compare the tables with Clerk's Backend API, kind by kind: missing (in Clerk, not here), \
+                  stale (Clerk's updated_at is newer), gone (alive here, Clerk no longer has it; only for kinds \
+                  Clerk deletes: users, organizations, memberships, roles, permissions, domains) and, for \
+                  memberships, orphaned (its user or organization is deleted here). Exit 1 on drift; --fix \
+                  repairs through the worker's apply path (live webhooks still win when newer) and marks its \
+                  tombstones deleted_by = 'reconcile'.\n\n\
+                  Default kinds: users, organizations, memberships, roles, permissions, invitations and domains \
+                  (per stored organization), waitlist-entries, subscription-items. sessions and subscriptions \
+                  cost one request per stored user (and organization) and run only when named (--kind, or \
+                  --all-kinds). Payment attempts are webhook-only: Clerk's API does not list them.")]
 pub struct ReconcileArgs {
-    /// Reconcile users (default: all three when none is given).
+    /// Only these kinds (repeat or separate with commas; default: every kind but sessions and subscriptions).
+    #[arg(long = "kind", value_enum, value_delimiter = ',', value_name = "KIND")]
+    pub kinds: Vec<crate::backfill::kinds::Kind>,
+    /// Every kind, sessions and subscriptions included (one request per stored user and organization).
+    #[arg(long, conflicts_with_all = ["kinds", "users", "organizations", "memberships"])]
+    pub all_kinds: bool,
+    /// Reconcile users (the same as --kind users).
     #[arg(long)]
     pub users: bool,
-    /// Reconcile organizations.
+    /// Reconcile organizations (--kind organizations).
     #[arg(long)]
     pub organizations: bool,
-    /// Reconcile organization memberships.
+    /// Reconcile organization memberships (--kind memberships).
     #[arg(long)]
     pub memberships: bool,
     /// Repair what is found: write Clerk's version of missing and stale objects, tombstone gone and
@@ -249,6 +303,16 @@ pub struct ReconcileArgs {
     /// Where --watch serves Prometheus metrics (GET /metrics).
     #[arg(long, default_value = "0.0.0.0:9095", value_name = "ADDR")]
     pub metrics_listen: String,
+}
+
+impl ReconcileArgs {
+    /// The kinds named by `--kind` and the three older flags (`--all-kinds`: every kind).
+    pub fn selected(&self) -> Vec<crate::backfill::kinds::Kind> {
+        if self.all_kinds {
+            return crate::backfill::kinds::Kind::ALL.to_vec();
+        }
+        named(&self.kinds, self.users, self.organizations, self.memberships)
+    }
 }
 
 #[derive(Subcommand)]

@@ -113,35 +113,29 @@ impl ClerkApi {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| anyhow::anyhow!("unexpected answer from {path}: {e}")),
+                .map_err(|e| anyhow::anyhow!("unexpected answer from {path}: {e} (expected a JSON object)")),
         }
     }
 
-    /// One page; waits out rate limits and transient failures.
-    pub async fn page(&self, path: &str, limit: u32, offset: u32) -> anyhow::Result<Fetched> {
-        self.fetch_page(path, limit, offset, false)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("Clerk answered 404 Not Found for {path}"))
-    }
-
-    /// One page of a list that may not exist (`/v1/organizations/<id>/memberships`): `None` on 404.
-    pub async fn page_if_exists(&self, path: &str, limit: u32, offset: u32) -> anyhow::Result<Option<Fetched>> {
-        self.fetch_page(path, limit, offset, true).await
-    }
-
-    async fn fetch_page(
+    /// One page of `path` (which may carry a query of its own, `/v1/sessions?user_id=...`);
+    /// `ordered` asks for creation order (not every endpoint takes `order_by`); `None` on a 404
+    /// when `not_found_ok`.
+    pub async fn list_page(
         &self,
         path: &str,
         limit: u32,
         offset: u32,
+        ordered: bool,
         not_found_ok: bool,
     ) -> anyhow::Result<Option<Fetched>> {
-        let url = format!("{}{path}?limit={limit}&offset={offset}&order_by=%2Bcreated_at", self.base);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let order = if ordered { "&order_by=%2Bcreated_at" } else { "" };
+        let url = format!("{}{path}{sep}limit={limit}&offset={offset}{order}", self.base);
         match self.get(&url, not_found_ok).await? {
             None => Ok(None),
-            Some(bytes) => {
-                parse_page(&bytes).map(Some).map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"))
-            }
+            Some(bytes) => parse_page(&bytes).map(Some).map_err(|e| {
+                anyhow::anyhow!("unexpected answer from {url}: {e} (expected a JSON array or {{\"data\": [...]}})")
+            }),
         }
     }
 

@@ -1,120 +1,52 @@
-//! The three kinds of object reconcile compares, and where each lives: Clerk's list endpoint, the
-//! table here, the webhook types whose `data` has the object's shape.
+//! What reconcile needs of each kind beyond the shared catalogue (`backfill::kinds`): the SQL that
+//! reads its table, and the gaps it can have.
 
-use clerk_sync_store::event::Change;
+pub use crate::backfill::kinds::{Kind, id_and_version};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Users,
-    Organizations,
-    Memberships,
-}
-
+/// Each statement is built from a table name of the catalogue, never from input.
 impl Kind {
-    pub const ALL: [Self; 3] = [Self::Users, Self::Organizations, Self::Memberships];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Organizations => "organizations",
-            Self::Memberships => "memberships",
-        }
+    /// The rows of a page of ids: id, `updated_at` in ms, whether a tombstone (for a kind Clerk
+    /// never deletes, a row whose personal data was removed with its user: not compared either).
+    pub fn lookup_sql(self) -> String {
+        format!(
+            "SELECT id, (extract(epoch FROM updated_at) * 1000)::bigint, deleted_at IS NOT NULL FROM {} WHERE id = ANY($1)",
+            self.table()
+        )
     }
 
-    pub fn list_path(self) -> &'static str {
-        match self {
-            Self::Users => "/v1/users",
-            Self::Organizations => "/v1/organizations",
-            Self::Memberships => "/v1/organization_memberships",
-        }
-    }
-
-    /// The rows of a page of ids: id, `updated_at` in ms, whether a tombstone.
-    pub fn lookup_sql(self) -> &'static str {
-        macro_rules! lookup {
-            ($table:literal) => {
-                concat!(
-                    "SELECT id, (extract(epoch FROM updated_at) * 1000)::bigint, deleted_at IS NOT NULL FROM ",
-                    $table,
-                    " WHERE id = ANY($1)"
-                )
-            };
-        }
-        match self {
-            Self::Users => lookup!("clerk.users"),
-            Self::Organizations => lookup!("clerk.organizations"),
-            Self::Memberships => lookup!("clerk.organization_memberships"),
-        }
-    }
-
-    /// A keyset page of alive rows synced before $2: id, organization id and stored object (only a
-    /// membership's deletion needs them, see `repair::deletion`).
-    pub fn alive_sql(self) -> &'static str {
-        macro_rules! alive {
-            ($columns:literal, $table:literal) => {
-                concat!(
-                    "SELECT id, ",
-                    $columns,
-                    " FROM ",
-                    $table,
-                    " WHERE deleted_at IS NULL AND id > $1 AND synced_at < $2 ORDER BY id LIMIT $3"
-                )
-            };
-        }
-        match self {
-            Self::Users => alive!("NULL::text, NULL::text", "clerk.users"),
-            Self::Organizations => alive!("NULL::text, NULL::text", "clerk.organizations"),
-            Self::Memberships => alive!("organization_id, raw::text", "clerk.organization_memberships"),
-        }
+    /// A keyset page of alive rows synced before $2: id, organization id and stored object (only
+    /// a membership's deletion needs the object, see `repair::deletion`; memberships and domains
+    /// are confirmed gone through their organization's list).
+    pub fn alive_sql(self) -> String {
+        let columns = match self {
+            Self::Memberships => "organization_id, raw::text",
+            Self::Domains => "organization_id, NULL::text",
+            _ => "NULL::text, NULL::text",
+        };
+        format!(
+            "SELECT id, {columns} FROM {} WHERE deleted_at IS NULL AND id > $1 AND synced_at < $2 ORDER BY id LIMIT $3",
+            self.table()
+        )
     }
 
     /// Of the ids `$1`, those alive now (read before a repair, to mark what it tombstones).
-    pub fn alive_ids_sql(self) -> &'static str {
-        match self {
-            Self::Users => "SELECT id FROM clerk.users WHERE id = ANY($1) AND deleted_at IS NULL",
-            Self::Organizations => "SELECT id FROM clerk.organizations WHERE id = ANY($1) AND deleted_at IS NULL",
-            Self::Memberships => {
-                "SELECT id FROM clerk.organization_memberships WHERE id = ANY($1) AND deleted_at IS NULL"
-            }
-        }
+    pub fn alive_ids_sql(self) -> String {
+        format!("SELECT id FROM {} WHERE id = ANY($1) AND deleted_at IS NULL", self.table())
     }
 
-    /// Marks the tombstones this run made (`$1`: the ids that were alive before it).
-    pub fn mark_deleted_sql(self) -> &'static str {
-        match self {
-            Self::Users => {
-                "UPDATE clerk.users SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL"
-            }
-            Self::Organizations => {
-                "UPDATE clerk.organizations SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL"
-            }
-            Self::Memberships => {
-                "UPDATE clerk.organization_memberships SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL"
-            }
-        }
+    /// Marks the tombstones this run made (`$1`: the ids that were alive before it); the tables
+    /// Clerk deletes from have `deleted_by` (migrations 6 and 18).
+    pub fn mark_deleted_sql(self) -> String {
+        format!("UPDATE {} SET deleted_by = 'reconcile' WHERE id = ANY($1) AND deleted_at IS NOT NULL", self.table())
     }
 
-    pub fn upsert_event(self) -> &'static str {
-        match self {
-            Self::Users => "user.updated",
-            Self::Organizations => "organization.updated",
-            Self::Memberships => "organizationMembership.updated",
-        }
-    }
-
-    pub fn delete_event(self) -> &'static str {
-        match self {
-            Self::Users => "user.deleted",
-            Self::Organizations => "organization.deleted",
-            Self::Memberships => "organizationMembership.deleted",
-        }
-    }
-
-    /// The gaps this kind can have (only memberships can be orphaned).
+    /// The gaps this kind can have: `gone` only where Clerk deletes (the others' rows are never
+    /// tombstoned by a reconcile), `orphaned` only for memberships.
     pub fn gaps(self) -> &'static [Gap] {
         match self {
             Self::Memberships => &[Gap::Missing, Gap::Stale, Gap::Gone, Gap::Orphaned],
-            _ => &[Gap::Missing, Gap::Stale, Gap::Gone],
+            k if k.delete_event().is_some() => &[Gap::Missing, Gap::Stale, Gap::Gone],
+            _ => &[Gap::Missing, Gap::Stale],
         }
     }
 }
@@ -145,16 +77,6 @@ impl Gap {
 
     pub fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// The id and Clerk `updated_at` (ms) of an object parsed as its upsert event.
-pub fn id_and_version(change: &Change) -> Option<(&str, i64)> {
-    match change {
-        Change::UpsertUser(u) => Some((&u.id, u.updated_at?)),
-        Change::UpsertOrganization(o) => Some((&o.id, o.updated_at?)),
-        Change::UpsertMembership { membership, .. } => Some((&membership.id, membership.updated_at?)),
-        _ => None,
     }
 }
 

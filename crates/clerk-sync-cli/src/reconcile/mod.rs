@@ -2,12 +2,14 @@
 //!
 //! Clerk does not guarantee delivery (Svix gives up after about 27 hours of failures, an endpoint
 //! can be disabled), so a sync must find its own gaps. Reconcile walks Clerk's Backend API (the
-//! endpoints backfill uses, through the same client, with a token bucket shared by every request
-//! of the run) and compares each kind with its table (`walk`): `missing`, `stale`, `gone`, and for
-//! memberships `orphaned`. Report mode changes nothing and exits 1 on drift; `--fix` repairs
+//! endpoints backfill uses, through the same client and catalogue of kinds, with a token bucket
+//! shared by every request of the run) and compares each kind with its table (`walk`): `missing`,
+//! `stale`, `gone` (for the kinds Clerk deletes, confirmed by `confirm`), and for memberships
+//! `orphaned`. Report mode changes nothing and exits 1 on drift; `--fix` repairs
 //! through the worker's apply path (`repair`). `--watch` runs it on a schedule and serves metrics
 //! (`watch`).
 
+mod confirm;
 mod kinds;
 mod repair;
 mod report;
@@ -30,17 +32,7 @@ pub async fn reconcile(settings: &Settings, args: &ReconcileArgs, out: Output) -
     let pool = db::pool(&settings.database, "clerk-sync-reconcile")?;
     db::check_schema(&pool).await?;
     let api = ClerkApi::new(&settings.clerk.api_url, settings.clerk.secret_key.clone())?.with_rate(args.rate);
-    let all = !(args.users || args.organizations || args.memberships);
-    let kinds: Vec<Kind> = Kind::ALL
-        .into_iter()
-        .filter(|k| {
-            all || match k {
-                Kind::Users => args.users,
-                Kind::Organizations => args.organizations,
-                Kind::Memberships => args.memberships,
-            }
-        })
-        .collect();
+    let kinds = crate::backfill::kinds::select(&args.selected(), Kind::reconciled_by_default);
     if args.watch {
         return watch::watch(&pool, &api, &kinds, args, out).await;
     }
@@ -59,8 +51,9 @@ async fn run_once(pool: &PgPool, api: &ClerkApi, kinds: &[Kind], args: &Reconcil
     let (requests, rate_limited) = (api.requests(), api.rate_limited());
     let ctx = walk::Ctx { pool, api, fix: args.fix, page_size: args.page_size, started: chrono::Utc::now() };
     let mut reports = Vec::with_capacity(kinds.len());
-    // Users and organizations first: fixing their deletions tombstones their memberships too,
-    // which the membership pass then no longer counts as orphaned.
+    // In `Kind::ALL`'s order: users and organizations first (fixing their deletions tombstones
+    // their memberships too, which the membership pass then no longer counts as orphaned; the
+    // kinds listed per parent walk the parents as repaired).
     for kind in kinds {
         reports.push(walk::reconcile_kind(&ctx, *kind, args.limit, args.show).await?);
     }

@@ -35,17 +35,30 @@ pub fn upsert(kind: Kind, id: &str, updated_at: i64, mut event: Event, gap: Gap)
 /// stored (`raw`), as Clerk's own `organizationMembership.deleted` does, so that the columns the
 /// tombstone keeps (organization, user, role) stay what they were.
 pub fn deletion(kind: Kind, id: &str, raw: Option<String>, gap: Gap) -> anyhow::Result<Repair> {
-    let data = match (kind, raw) {
-        (Kind::Users, _) => json!({"id": id, "object": "user", "deleted": true}).to_string(),
-        (Kind::Organizations, _) => json!({"id": id, "object": "organization", "deleted": true}).to_string(),
-        (Kind::Memberships, Some(raw)) => raw,
-        (Kind::Memberships, None) => anyhow::bail!("membership {id} has no stored object to delete it with"),
+    let Some(delete_event) = kind.delete_event() else {
+        anyhow::bail!("{} are never deleted by Clerk; {id} cannot be tombstoned", kind.name())
     };
-    let data = serde_json::value::RawValue::from_string(data)?;
+    let object = match kind {
+        Kind::Memberships => {
+            let Some(raw) = raw else { anyhow::bail!("membership {id} has no stored object to delete it with") };
+            serde_json::value::RawValue::from_string(raw)?
+        }
+        // Clerk's `*.deleted` payload: the id, the object's type, `deleted`.
+        _ => {
+            let object = match kind {
+                Kind::Users => "user",
+                Kind::Organizations => "organization",
+                Kind::Roles => "role",
+                Kind::Permissions => "permission",
+                _ => "organization_domain",
+            };
+            serde_json::value::to_raw_value(&json!({"id": id, "object": object, "deleted": true}))?
+        }
+    };
     let svix_id = format!("reconcile:{}:{id}:{}", kind.name(), gap.name());
     // Dated at the reconcile: no envelope time, so the received time, now.
     let now = chrono::Utc::now().timestamp_millis();
-    let event = event::from_object(&svix_id, now, kind.delete_event(), data)
+    let event = event::from_object(&svix_id, now, delete_event, object)
         .map_err(|e| anyhow::anyhow!("cannot build the deletion of {} {id}: {e}", kind.name()))?;
     Ok(Repair { event, gap, deletes: Some((kind, id.to_owned())) })
 }
@@ -60,7 +73,7 @@ pub async fn apply(pool: &PgPool, repairs: Vec<Repair>, report: &mut KindReport)
     // The rows these deletions will tombstone, read first: a row a webhook already deleted is not
     // marked as the reconcile's (one deleted by a webhook between this read and the write would be).
     let mut alive = Vec::new();
-    for kind in [Kind::Users, Kind::Organizations, Kind::Memberships] {
+    for kind in Kind::ALL.into_iter().filter(|k| k.delete_event().is_some()) {
         let ids: Vec<&str> = repairs
             .iter()
             .filter_map(|r| r.deletes.as_ref())
@@ -68,13 +81,14 @@ pub async fn apply(pool: &PgPool, repairs: Vec<Repair>, report: &mut KindReport)
             .map(|(_, id)| id.as_str())
             .collect();
         if !ids.is_empty() {
-            let found: Vec<String> = sqlx::query_scalar(kind.alive_ids_sql()).bind(&ids).fetch_all(&mut *tx).await?;
+            let found: Vec<String> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(kind.alive_ids_sql())).bind(&ids).fetch_all(&mut *tx).await?;
             alive.push((kind, found));
         }
     }
     let outcomes = db::apply_batch(&mut tx, &batch).await?;
     for (kind, ids) in &alive {
-        sqlx::query(kind.mark_deleted_sql()).bind(ids).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(kind.mark_deleted_sql())).bind(ids).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     for (repair, outcome) in repairs.iter().zip(outcomes) {

@@ -1,11 +1,13 @@
 //! Comparing one kind, page by page, in bounded memory:
-//! 1. walk Clerk's list (pages of up to 500) and look each page's ids up here in one query:
-//!    no row is `missing`, an older alive row is `stale` (a tombstone is final and never a gap);
-//!    the ids seen are kept as 8-byte fingerprints, sorted once the walk ends;
-//! 2. walk the alive rows here in id order (keyset pages): a row whose fingerprint Clerk did not
-//!    list is a candidate `gone`, confirmed with Clerk one by one (an offset walk can skip an
-//!    object when another is deleted meanwhile, and a webhook can create one after the walk
-//!    passed), so a live object is never tombstoned; rows written after the run began are skipped;
+//! 1. walk Clerk's listing of the kind (`backfill::pager`: one list, a list per stored parent, or
+//!    one object per stored parent) and look each page's ids up here in one query: no row is
+//!    `missing`, an older alive row is `stale` (a tombstone is final and never a gap); the ids
+//!    seen are kept as 8-byte fingerprints, sorted once the walk ends;
+//! 2. for the kinds Clerk deletes, walk the alive rows here in id order (keyset pages): a row
+//!    whose fingerprint Clerk did not list is a candidate `gone`, confirmed with Clerk (`confirm`:
+//!    an offset walk can skip an object when another is deleted meanwhile, and a webhook can
+//!    create one after the walk passed), so a live object is never tombstoned; rows written after
+//!    the run began are skipped;
 //! 3. for memberships, alive rows whose user or organization is a tombstone here are `orphaned`.
 //!
 //! With `--fix`, each page's repairs are applied as soon as it is compared (`repair`).
@@ -16,10 +18,12 @@ use chrono::{DateTime, Utc};
 use clerk_sync_store::event;
 use sqlx::PgPool;
 
+use super::confirm::Confirm;
 use super::kinds::{Gap, Kind, fingerprint, id_and_version};
 use super::repair::{self, Repair};
 use super::report::KindReport;
 use crate::backfill::client::ClerkApi;
+use crate::backfill::pager::{Pager, Position};
 
 /// Rows per keyset page of the table walks.
 const DB_PAGE: i64 = 1_000;
@@ -51,6 +55,9 @@ pub async fn reconcile_kind(ctx: &Ctx<'_>, kind: Kind, limit: Option<u64>, show:
     let mut report = KindReport::new(kind, show);
     let mut budget = Budget(limit.unwrap_or(u64::MAX));
     let seen = walk_clerk(ctx, kind, &mut report, &mut budget).await?;
+    if kind.delete_event().is_none() {
+        return Ok(report);
+    }
     let gone = find_gone(ctx, kind, &seen, &mut report, &mut budget).await?;
     drop(seen);
     if kind == Kind::Memberships {
@@ -68,9 +75,8 @@ async fn walk_clerk(
 ) -> anyhow::Result<Vec<u64>> {
     let sql = kind.lookup_sql();
     let mut seen = Vec::new();
-    let mut offset = 0u32;
-    loop {
-        let page = ctx.api.page(kind.list_path(), ctx.page_size, offset).await?;
+    let mut pager = Pager::new(ctx.pool, ctx.api, kind, ctx.page_size, Position::default());
+    while let Some(page) = pager.next().await? {
         let fetched = page.objects.len();
         report.examined += fetched as u64;
         let mut parsed = Vec::with_capacity(fetched);
@@ -88,7 +94,8 @@ async fn walk_clerk(
         }
         seen.extend(parsed.iter().map(|(id, _, _)| fingerprint(id)));
         let ids: Vec<&str> = parsed.iter().map(|(id, _, _)| id.as_str()).collect();
-        let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(sql).bind(&ids).fetch_all(ctx.pool).await?;
+        let rows: Vec<(String, Option<i64>, bool)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(&ids).fetch_all(ctx.pool).await?;
         let here: HashMap<String, (Option<i64>, bool)> = rows.into_iter().map(|(id, v, d)| (id, (v, d))).collect();
         let mut repairs = Vec::new();
         for (id, version, e) in parsed {
@@ -104,10 +111,6 @@ async fn walk_clerk(
             }
         }
         repair::apply(ctx.pool, repairs, report).await?;
-        offset = offset.saturating_add(u32::try_from(fetched).unwrap_or(u32::MAX));
-        if fetched < ctx.page_size as usize {
-            break;
-        }
     }
     seen.sort_unstable();
     seen.dedup();
@@ -124,20 +127,22 @@ async fn find_gone(
     budget: &mut Budget,
 ) -> anyhow::Result<HashSet<String>> {
     let sql = kind.alive_sql();
+    let mut confirm = Confirm::new(ctx.api, kind);
     let mut gone = HashSet::new();
     let mut after = String::new();
     loop {
-        let rows: Vec<(String, Option<String>, Option<String>)> =
-            sqlx::query_as(sql).bind(&after).bind(ctx.started).bind(DB_PAGE).fetch_all(ctx.pool).await?;
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(&after)
+            .bind(ctx.started)
+            .bind(DB_PAGE)
+            .fetch_all(ctx.pool)
+            .await?;
         let Some(last) = rows.last() else { break };
         after.clone_from(&last.0);
         let full = rows.len() as i64 == DB_PAGE;
-        let mut org_members: HashMap<String, Option<HashSet<String>>> = HashMap::new();
         let mut repairs: Vec<Repair> = Vec::new();
         for (id, org_id, raw) in rows {
-            if seen.binary_search(&fingerprint(&id)).is_ok()
-                || !confirm_gone(ctx, kind, &id, org_id, &mut org_members).await?
-            {
+            if seen.binary_search(&fingerprint(&id)).is_ok() || !confirm.gone(&id, org_id.as_deref()).await? {
                 continue;
             }
             report.found(Gap::Gone, &id);
@@ -154,59 +159,6 @@ async fn find_gone(
         }
     }
     Ok(gone)
-}
-
-/// Whether Clerk says the object does not exist (404), asked directly.
-async fn confirm_gone(
-    ctx: &Ctx<'_>,
-    kind: Kind,
-    id: &str,
-    org_id: Option<String>,
-    org_members: &mut HashMap<String, Option<HashSet<String>>>,
-) -> anyhow::Result<bool> {
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        tracing::warn!(kind = kind.name(), id, "an id Clerk would not issue; not asking about it");
-        return Ok(false);
-    }
-    match kind {
-        Kind::Users => Ok(ctx.api.object(&format!("/v1/users/{id}")).await?.is_none()),
-        Kind::Organizations => Ok(ctx.api.object(&format!("/v1/organizations/{id}")).await?.is_none()),
-        Kind::Memberships => {
-            // Clerk has no single-membership endpoint: list the organization's memberships.
-            let Some(org_id) = org_id.filter(|o| o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) else {
-                return Ok(true);
-            };
-            if !org_members.contains_key(&org_id) {
-                let members = organization_members(ctx, &org_id).await?;
-                org_members.insert(org_id.clone(), members);
-            }
-            Ok(org_members[&org_id].as_ref().is_none_or(|m| !m.contains(id)))
-        }
-    }
-}
-
-/// The membership ids of an organization in Clerk; `None` if the organization does not exist.
-async fn organization_members(ctx: &Ctx<'_>, org_id: &str) -> anyhow::Result<Option<HashSet<String>>> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: String,
-    }
-    let path = format!("/v1/organizations/{org_id}/memberships");
-    let mut ids = HashSet::new();
-    let mut offset = 0u32;
-    loop {
-        let Some(page) = ctx.api.page_if_exists(&path, 500, offset).await? else { return Ok(None) };
-        let fetched = page.objects.len();
-        for raw in page.objects {
-            if let Ok(m) = serde_json::from_str::<Id>(raw.get()) {
-                ids.insert(m.id);
-            }
-        }
-        if fetched < 500 {
-            return Ok(Some(ids));
-        }
-        offset += 500;
-    }
 }
 
 /// Step 3: memberships alive here whose user or organization is deleted here.

@@ -4,6 +4,7 @@
 mod backfill;
 mod changes;
 mod check_config;
+mod clerk_api;
 mod dlq;
 mod events;
 mod helpers;

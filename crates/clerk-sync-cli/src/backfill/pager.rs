@@ -1,0 +1,189 @@
+//! Walking a kind's [`Source`] page by page, for backfill and reconcile alike: one list, a list
+//! under each parent, or one object per parent. The parents are the alive rows stored here, in id
+//! order (so run backfill's users and organizations first, as the default order does); each page
+//! says where the walk stands after it ([`Position`]), which backfill saves with the page's rows.
+
+use std::collections::VecDeque;
+
+use serde_json::value::RawValue;
+use sqlx::PgPool;
+
+use super::client::ClerkApi;
+use super::kinds::{Kind, Parent, Source};
+
+/// Parent ids read from the database at once.
+const PARENT_PAGE: i64 = 1_000;
+
+/// Where a walk stands: the last parent done (`users:<id>` / `organizations:<id>`; `None`: none
+/// yet, and always for a single list) and the offset within the list being read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    pub parent_done: Option<String>,
+    pub offset: u32,
+}
+
+pub struct Page {
+    pub objects: Vec<Box<RawValue>>,
+    /// Clerk's `total_count`, for a single list that has one.
+    pub total: Option<u64>,
+    /// Where the walk stands once this page is written.
+    pub after: Position,
+}
+
+/// A parent and its id, as a position names it.
+fn cursor(parent: Parent, id: &str) -> String {
+    format!("{}:{id}", parent.name())
+}
+
+/// Whether `id` looks like an id Clerk issues (letters, digits, `_` and `-`), safe in a path.
+pub fn clerk_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The alive ids of `parents`' tables after a saved cursor, in order, read a page at a time.
+struct Parents<'a> {
+    pool: &'a PgPool,
+    parents: &'static [Parent],
+    /// Index into `parents` of the table being read.
+    at: usize,
+    after: String,
+    buffer: VecDeque<String>,
+    exhausted: bool,
+}
+
+impl<'a> Parents<'a> {
+    fn new(pool: &'a PgPool, parents: &'static [Parent], done: Option<&str>) -> Self {
+        let (mut at, mut after) = (0, String::new());
+        if let Some((name, id)) = done.and_then(|d| d.split_once(':')) {
+            if let Some(i) = parents.iter().position(|p| p.name() == name) {
+                (at, after) = (i, id.to_owned());
+            }
+        }
+        Self { pool, parents, at, after, buffer: VecDeque::new(), exhausted: false }
+    }
+
+    async fn next(&mut self) -> Result<Option<(Parent, String)>, sqlx::Error> {
+        loop {
+            if let Some(id) = self.buffer.pop_front() {
+                return Ok(Some((self.parents[self.at], id)));
+            }
+            if self.exhausted {
+                self.at += 1;
+                self.after.clear();
+                self.exhausted = false;
+            }
+            let Some(parent) = self.parents.get(self.at) else { return Ok(None) };
+            let sql =
+                format!("SELECT id FROM {} WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2", parent.table());
+            let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&self.after)
+                .bind(PARENT_PAGE)
+                .fetch_all(self.pool)
+                .await?;
+            self.exhausted = (ids.len() as i64) < PARENT_PAGE;
+            if let Some(last) = ids.last() {
+                self.after.clone_from(last);
+            }
+            // An id Clerk would not issue is not put into a URL.
+            self.buffer.extend(ids.into_iter().filter(|id| clerk_id(id)));
+        }
+    }
+}
+
+pub struct Pager<'a> {
+    api: &'a ClerkApi,
+    kind: Kind,
+    page_size: u32,
+    position: Position,
+    parents: Option<Parents<'a>>,
+    /// The parent whose list is being read (lists per parent only).
+    current: Option<(Parent, String)>,
+    done: bool,
+}
+
+impl<'a> Pager<'a> {
+    pub fn new(pool: &'a PgPool, api: &'a ClerkApi, kind: Kind, page_size: u32, from: Position) -> Self {
+        let parents = match kind.source() {
+            Source::List { .. } => None,
+            Source::PerParent { parent, .. } => {
+                let parents: &'static [Parent] = match parent {
+                    Parent::Users => &[Parent::Users],
+                    Parent::Organizations => &[Parent::Organizations],
+                };
+                Some(Parents::new(pool, parents, from.parent_done.as_deref()))
+            }
+            Source::OnePerParent { parents, .. } => Some(Parents::new(pool, parents, from.parent_done.as_deref())),
+        };
+        Self { api, kind, page_size, position: from, parents, current: None, done: false }
+    }
+
+    /// The next page, or `None` once the walk is over.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Page>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.kind.source() {
+            Source::List { path, ordered } => {
+                let fetched = self
+                    .api
+                    .list_page(path, self.page_size, self.position.offset, ordered, self.kind.is_billing())
+                    .await?;
+                let Some(fetched) = fetched else {
+                    // Only a Billing list may be absent: the instance does not have Billing.
+                    tracing::warn!(kind = self.kind.name(), path, "Clerk answered 404: nothing to read");
+                    self.done = true;
+                    return Ok(None);
+                };
+                let n = fetched.objects.len();
+                self.position.offset += u32::try_from(n).unwrap_or(u32::MAX);
+                self.done = n < self.page_size as usize;
+                Ok(Some(Page { objects: fetched.objects, total: fetched.total, after: self.position.clone() }))
+            }
+            Source::PerParent { path, .. } => {
+                let Some((parent, id)) = self.current_parent().await? else { return Ok(None) };
+                let fetched = self.api.list_page(&path(&id), self.page_size, self.position.offset, false, true).await?;
+                let objects = fetched.map(|f| f.objects).unwrap_or_default();
+                if objects.len() < self.page_size as usize {
+                    // This parent is done; the next page starts the next one.
+                    self.position = Position { parent_done: Some(cursor(parent, &id)), offset: 0 };
+                    self.current = None;
+                } else {
+                    self.position.offset += u32::try_from(objects.len()).unwrap_or(u32::MAX);
+                }
+                Ok(Some(Page { objects, total: None, after: self.position.clone() }))
+            }
+            Source::OnePerParent { path, .. } => {
+                let mut objects = Vec::new();
+                let mut asked = 0;
+                while asked < self.page_size {
+                    let Some((parent, id)) = self.current_parent().await? else { break };
+                    asked += 1;
+                    if let Some(object) = self.api.object(&path(parent, &id)).await? {
+                        objects.push(object);
+                    }
+                    self.position = Position { parent_done: Some(cursor(parent, &id)), offset: 0 };
+                    self.current = None;
+                }
+                if asked == 0 {
+                    return Ok(None);
+                }
+                Ok(Some(Page { objects, total: None, after: self.position.clone() }))
+            }
+        }
+    }
+
+    /// The parent being read, or the next one (`None`: all done).
+    async fn current_parent(&mut self) -> anyhow::Result<Option<(Parent, String)>> {
+        if self.current.is_none() {
+            let Some(parents) = self.parents.as_mut() else { return Ok(None) };
+            match parents.next().await? {
+                Some((parent, id)) => self.current = Some((parent, id)),
+                None => {
+                    self.done = true;
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(self.current.clone())
+    }
+}

@@ -171,5 +171,6 @@ where
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+mod catalogue;
 mod fix;
 mod watch;

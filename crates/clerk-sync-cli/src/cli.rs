@@ -54,12 +54,14 @@ pub enum Command {
     Send(SendArgs),
     /// Copy what predates the webhooks from Clerk's Backend API: users, organizations, memberships,
     /// roles, permissions, invitations, domains, the waitlist, sessions and Billing subscriptions.
+    #[command(long_about = BACKFILL_LONG)]
     Backfill(BackfillArgs),
     /// Follow the change feed: what each event actually changed, once, in order per object.
     #[command(subcommand)]
     Changes(crate::changes::ChangesCommand),
     /// Compare the database with Clerk's Backend API, every kind backfill copies: missing, stale, gone
     /// and orphaned rows (exit 1 on drift); --fix repairs them through the worker's apply path.
+    #[command(long_about = RECONCILE_LONG)]
     Reconcile(ReconcileArgs),
     /// Search, show and replay the event history (every event the worker received, kept for
     /// worker.event_retention).
@@ -194,9 +196,8 @@ pub struct SendArgs {
     pub list: bool,
 }
 
-#[derive(Args)]
-#[command(
-    long_about = "Copy what Clerk's Backend API lists into the tables, through the worker's apply path (a newer \
+/// `clerk-sync backfill --help`.
+const BACKFILL_LONG: &str = "Copy what Clerk's Backend API lists into the tables, through the worker's apply path (a newer \
                   webhook version wins, a deletion stays), resumable page by page (--restart starts over).\n\n\
                   Kinds, in this order (default: all): users, organizations, memberships, roles, permissions \
                   (GET /v1/organization_roles, /v1/organization_permissions), invitations and domains (per \
@@ -204,8 +205,9 @@ pub struct SendArgs {
                   sessions (GET /v1/sessions?user_id=, one request per stored user), subscriptions (one request \
                   per stored user and organization). Payment attempts are webhook-only: Clerk's API does not \
                   list them. Kinds listed per parent read the users and organizations stored here, so backfill \
-                  those first (the default order does)."
-)]
+                  those first (the default order does).";
+
+#[derive(Args)]
 pub struct BackfillArgs {
     /// Only these kinds (repeat or separate with commas; default: all).
     #[arg(long = "kind", value_enum, value_delimiter = ',', value_name = "KIND")]
@@ -250,8 +252,8 @@ fn named(
     named
 }
 
-#[derive(Args)]
-#[command(long_about = "Compare the tables with Clerk's Backend API, kind by kind: missing (in Clerk, not here), \
+/// `clerk-sync reconcile --help`.
+const RECONCILE_LONG: &str = "Compare the tables with Clerk's Backend API, kind by kind: missing (in Clerk, not here), \
                   stale (Clerk's updated_at is newer), gone (alive here, Clerk no longer has it; only for kinds \
                   Clerk deletes: users, organizations, memberships, roles, permissions, domains) and, for \
                   memberships, orphaned (its user or organization is deleted here). Exit 1 on drift; --fix \
@@ -260,7 +262,9 @@ fn named(
                   Default kinds: users, organizations, memberships, roles, permissions, invitations and domains \
                   (per stored organization), waitlist-entries, subscription-items. sessions and subscriptions \
                   cost one request per stored user (and organization) and run only when named (--kind, or \
-                  --all-kinds). Payment attempts are webhook-only: Clerk's API does not list them.")]
+                  --all-kinds). Payment attempts are webhook-only: Clerk's API does not list them.";
+
+#[derive(Args)]
 pub struct ReconcileArgs {
     /// Only these kinds (repeat or separate with commas; default: every kind but sessions and subscriptions).
     #[arg(long = "kind", value_enum, value_delimiter = ',', value_name = "KIND")]

@@ -54,10 +54,10 @@ struct Parents<'a> {
 impl<'a> Parents<'a> {
     fn new(pool: &'a PgPool, parents: &'static [Parent], done: Option<&str>) -> Self {
         let (mut at, mut after) = (0, String::new());
-        if let Some((name, id)) = done.and_then(|d| d.split_once(':')) {
-            if let Some(i) = parents.iter().position(|p| p.name() == name) {
-                (at, after) = (i, id.to_owned());
-            }
+        if let Some((name, id)) = done.and_then(|d| d.split_once(':'))
+            && let Some(i) = parents.iter().position(|p| p.name() == name)
+        {
+            (at, after) = (i, id.to_owned());
         }
         Self { pool, parents, at, after, buffer: VecDeque::new(), exhausted: false }
     }

@@ -8,7 +8,20 @@
 
 import pg from "pg";
 
-export type Resource = "user" | "organization" | "membership";
+/** The resources of `clerk.changes` (and of `clerk.wait_for`), one per table of schema `clerk`. */
+export type Resource =
+  | "user"
+  | "organization"
+  | "membership"
+  | "session"
+  | "invitation"
+  | "role"
+  | "permission"
+  | "domain"
+  | "waitlist_entry"
+  | "subscription"
+  | "subscription_item"
+  | "payment_attempt";
 
 /** A row of `clerk.changes`. */
 export interface Change {
@@ -39,6 +52,15 @@ const TABLES: Record<Resource, string> = {
   user: "clerk.users",
   organization: "clerk.organizations",
   membership: "clerk.organization_memberships",
+  session: "clerk.sessions",
+  invitation: "clerk.organization_invitations",
+  role: "clerk.roles",
+  permission: "clerk.permissions",
+  domain: "clerk.organization_domains",
+  waitlist_entry: "clerk.waitlist_entries",
+  subscription: "clerk.subscriptions",
+  subscription_item: "clerk.subscription_items",
+  payment_attempt: "clerk.payment_attempts",
 };
 
 /** How often a waiter looks again with no notification (a notification can be lost). */
@@ -80,8 +102,15 @@ export class ChangeFeed {
     return this.waitFor("user", id, options);
   }
 
-  /** As [`waitForUser`], for any resource. */
+  /**
+   * As [`waitForUser`], for any resource: `waitFor("subscription_item", itemId, { version })` after a
+   * checkout, say. Every table has `updated_at` and `deleted_at`; a row tombstoned with its user (a
+   * session, an invitation, a Billing object) counts as synced, as a deleted object does. Throws for
+   * a name that is not a resource.
+   */
   async waitFor(resource: Resource, id: string, options: WaitOptions = {}): Promise<Record<string, unknown> | null> {
+    const table = Object.hasOwn(TABLES, resource) ? TABLES[resource] : undefined;
+    if (!table) throw new Error(`unknown resource ${JSON.stringify(resource)}: one of ${Object.keys(TABLES).join(", ")}`);
     await this.connect();
     const deadline = Date.now() + (options.timeout ?? 10_000);
     const version = options.version === undefined ? null : new Date(options.version);
@@ -89,7 +118,7 @@ export class ChangeFeed {
       // Read the generation first: a notification that arrives during the query is not missed.
       const seen = this.#generation;
       const { rows } = await this.#client.query(
-        `SELECT * FROM ${TABLES[resource]} WHERE id = $1 AND (deleted_at IS NOT NULL OR $2::timestamptz IS NULL OR updated_at >= $2)`,
+        `SELECT * FROM ${table} WHERE id = $1 AND (deleted_at IS NOT NULL OR $2::timestamptz IS NULL OR updated_at >= $2)`,
         [id, version],
       );
       if (rows[0]) return rows[0] as Record<string, unknown>;

@@ -68,7 +68,22 @@ describe("Drizzle schema (integrations/drizzle/clerk-schema.ts) on the database 
 
   test("every column of the Drizzle tables matches the migrated database (name, type, nullability)", async () => {
     const expected: Record<string, string> = {};
-    for (const table of [users, organizations, organizationMemberships]) {
+    const { sessions, organizationInvitations, roles, permissions, organizationDomains, waitlistEntries } = clerkSchema;
+    const { subscriptions, subscriptionItems, paymentAttempts } = clerkSchema;
+    for (const table of [
+      users,
+      organizations,
+      organizationMemberships,
+      sessions,
+      organizationInvitations,
+      roles,
+      permissions,
+      organizationDomains,
+      waitlistEntries,
+      subscriptions,
+      subscriptionItems,
+      paymentAttempts,
+    ]) {
       const config = getTableConfig(table);
       assert.equal(config.schema, "clerk");
       for (const column of config.columns) {

@@ -2,7 +2,8 @@
 // webhooks (posted to the real gateway): `waitForUser` resolves once the version asked for is
 // synced (a tombstone counts) and to null at the timeout otherwise; the cursor consumer example
 // handles each change exactly once, in position order, and repeats nothing after a restart.
-// Only the scenario's objects are used: the other suites assert the whole tables.
+// `waitFor` (and `clerk.wait_for` in SQL) for the rest of the catalogue, on its fixtures. Only the
+// scenario's and the fixtures' objects are used: the other suites assert the whole tables.
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -12,6 +13,7 @@ import pg from "pg";
 
 import { ChangeFeed } from "../feed/change-feed.js";
 import { CURSOR_TABLE, OUTBOX_TABLE, exampleHandler, runConsumer } from "../feed/consumer-example.js";
+import { cat, ensureCatalogue, versions } from "./support/catalogue.js";
 import { alice, bob, carol, ensureScenario, env, ids, waitUntil } from "./support/scenario.js";
 
 const minute = 60_000;
@@ -43,6 +45,33 @@ describe("change feed (integrations/feed)", () => {
     assert.equal(never, null, "a version that never comes: null after the timeout");
     const deleted = await feed.waitForUser(carol.id, { version: Date.now(), timeout: 5_000 });
     assert.ok(deleted?.["deleted_at"], "a deleted user is as synced as it will get");
+  });
+
+  test("waitFor waits for any resource: a session's final version, a subscription item, a tombstone; null at the timeout", async () => {
+    const ended = feed.waitFor("session", cat.alicePhone, { version: versions.alicePhoneEnded, timeout: 60_000 });
+    const item = feed.waitFor("subscription_item", cat.aliceItem, { version: versions.aliceItemActive, timeout: 60_000 });
+    await ensureCatalogue();
+    assert.equal((await ended)?.["status"], "ended");
+    assert.equal((await item)?.["plan_slug"], "pro");
+    assert.equal((await feed.waitFor("role", cat.role, { timeout: 5_000 }))?.["key"], "org:content_manager");
+    // Carol's session was ended with her: its tombstone is as synced as it will get.
+    const tablet = await feed.waitFor("session", cat.carolTablet, { version: Date.now(), timeout: 5_000 });
+    assert.ok(tablet?.["deleted_at"]);
+    const later = versions.aliceSubscriptionActive.getTime() + 24 * 60 * minute;
+    assert.equal(await feed.waitFor("subscription", cat.aliceSubscription, { version: later, timeout: 300 }), null);
+    assert.equal(await feed.waitFor("payment_attempt", "pa_never_sent", { timeout: 300 }), null);
+    await assert.rejects(feed.waitFor("bogus" as never, "x"), /unknown resource "bogus"/);
+  });
+
+  test("clerk.wait_for (migration 17) answers for the new resources in SQL and raises for an unknown one", async () => {
+    await ensureCatalogue();
+    const wait = async (resource: string, id: string, version: Date, timeout: string) =>
+      (await pool.query<{ ok: boolean }>("SELECT clerk.wait_for($1, $2, $3, $4::interval) AS ok", [resource, id, version, timeout]))
+        .rows[0]!.ok;
+    assert.equal(await wait("session", cat.alicePhone, versions.alicePhoneEnded, "5 seconds"), true);
+    assert.equal(await wait("subscription", cat.aliceSubscription, versions.aliceSubscriptionActive, "5 seconds"), true);
+    assert.equal(await wait("invitation", cat.acmeInvitation, new Date(), "50 milliseconds"), false);
+    await assert.rejects(wait("sessions", cat.alicePhone, new Date(), "1 second"), /unknown resource sessions/);
   });
 
   test("the cursor consumer example handles each change once, in order, and repeats nothing after a restart", async () => {

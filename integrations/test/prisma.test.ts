@@ -55,6 +55,15 @@ const CLERK_MODELS: Record<string, (typeof CLERK_TABLES)[number]> = {
   ClerkUser: "users",
   ClerkOrganization: "organizations",
   ClerkOrganizationMembership: "organization_memberships",
+  ClerkSession: "sessions",
+  ClerkOrganizationInvitation: "organization_invitations",
+  ClerkRole: "roles",
+  ClerkPermission: "permissions",
+  ClerkOrganizationDomain: "organization_domains",
+  ClerkWaitlistEntry: "waitlist_entries",
+  ClerkSubscription: "subscriptions",
+  ClerkSubscriptionItem: "subscription_items",
+  ClerkPaymentAttempt: "payment_attempts",
 };
 
 /** The Postgres type (as `format_type` prints it) a Prisma scalar field maps to. */
@@ -70,6 +79,8 @@ function postgresType(f: DmmfField): string {
         return "boolean";
       case "Int":
         return "integer";
+      case "BigInt":
+        return "bigint";
       case "DateTime":
         return native === "Timestamptz" ? "timestamp with time zone" : `DateTime without @db.Timestamptz`;
       default:
@@ -99,7 +110,7 @@ describe("Prisma schema (integrations/prisma/schema.prisma)", () => {
     assert.throws(() => validate(broken), /nope/);
   });
 
-  test("the Clerk models map to the three clerk tables, related user -> memberships -> organization", () => {
+  test("the first three Clerk models map to their clerk tables, related user -> memberships -> organization", () => {
     const all = models();
     for (const [model, table] of Object.entries(CLERK_MODELS)) {
       const m = all.get(model);
@@ -130,6 +141,36 @@ describe("Prisma schema (integrations/prisma/schema.prisma)", () => {
       ["organizationId"],
       ["id"],
     ]);
+  });
+
+  test("the rest of the catalogue maps to its clerk tables, with optional relations to the objects it names", () => {
+    const all = models();
+    assert.deepEqual(
+      [...all.values()].filter((m) => m.schema === "clerk").map((m) => m.dbName).sort(),
+      [...CLERK_TABLES].sort(),
+      "one model per clerk table",
+    );
+    const relation = (model: string, name: string) => {
+      const f = all.get(model)!.fields.find((f) => f.name === name);
+      assert.ok(f, `${model}.${name}`);
+      return [f.type, f.isList, f.isRequired, f.relationFromFields ?? null, f.relationToFields ?? null];
+    };
+    // Each side of each relation: optional to-one (no foreign key may be assumed), and its list.
+    const expected: Array<[model: string, field: string, target: string, from: string, back: string]> = [
+      ["ClerkSession", "user", "ClerkUser", "userId", "sessions"],
+      ["ClerkOrganizationInvitation", "organization", "ClerkOrganization", "organizationId", "invitations"],
+      ["ClerkOrganizationDomain", "organization", "ClerkOrganization", "organizationId", "domains"],
+      ["ClerkSubscription", "user", "ClerkUser", "userId", "subscriptions"],
+      ["ClerkSubscription", "organization", "ClerkOrganization", "organizationId", "subscriptions"],
+      ["ClerkSubscriptionItem", "subscription", "ClerkSubscription", "subscriptionId", "items"],
+      ["ClerkPaymentAttempt", "user", "ClerkUser", "userId", "paymentAttempts"],
+    ];
+    for (const [model, field, target, from, back] of expected) {
+      assert.deepEqual(relation(model, field), [target, false, false, [from], ["id"]], `${model}.${field}`);
+      assert.deepEqual(relation(target, back), [model, true, true, [], []], `${target}.${back}`);
+    }
+    const amount = all.get("ClerkSubscriptionItem")!.fields.find((f) => f.name === "amount")!;
+    assert.deepEqual([amount.type, amount.isRequired], ["BigInt", false], "amounts are bigint minor units");
   });
 
   test("the example application model lives in public and relates to ClerkUser", () => {

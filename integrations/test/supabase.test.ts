@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 
 import pg from "pg";
 
-import { acme, alice, bob, carol, ensureScenario, env, globex, ids, initech, waitUntil } from "./support/scenario.js";
+import { cat, ensureCatalogue } from "./support/catalogue.js";
+import { acme, alice, bob, carol, env, globex, ids, initech, waitUntil } from "./support/scenario.js";
 import { delivery, envelope, post, userObject } from "./support/webhooks.js";
 
 const supabaseDir = fileURLToPath(new URL("../../supabase/", import.meta.url));
@@ -36,6 +37,7 @@ const ALICE = asUser(alice.id);
 const BOB = asUser(bob.id);
 const CAROL = asUser(carol.id, `${carol.id} (deleted in Clerk, stale token)`);
 const STRANGER = asUser("user_stranger", "user_stranger (no rows)");
+const DAVE = asUser("user_dave", "user_dave (accepted an Acme invitation)");
 const NO_SUB: Caller = { label: "authenticated without sub", role: "authenticated", claims: token(undefined) };
 const ANON: Caller = { label: "anon", role: "anon", claims: { role: "anon" } };
 const SERVICE: Caller = { label: "service_role", role: "service_role", claims: { role: "service_role" } };
@@ -88,7 +90,8 @@ async function denied(caller: Caller, query: string): Promise<void> {
 
 describe("Supabase row-level security (integrations/supabase/*.sql) on the database the worker filled", () => {
   before(async () => {
-    await ensureScenario();
+    // The scenario and the rest of the catalogue (sessions, invitations, domains, roles, Billing).
+    await ensureCatalogue();
     admin = new pg.Client({ connectionString: env.databaseUrl });
     await admin.connect();
     const { rows } = await admin.query<{ rolname: string }>(
@@ -187,6 +190,80 @@ describe("Supabase row-level security (integrations/supabase/*.sql) on the datab
     await denied(ANON, "SELECT id FROM public.clerk_organizations");
     await denied(ANON, "SELECT id FROM clerk.users");
     await denied(ANON, `SELECT clerk.is_member_of('${acme.id}')`);
+  });
+
+  test("a signed-in user reads their own sessions, and nobody else's", async () => {
+    await sees(ALICE, "SELECT id FROM clerk.sessions ORDER BY id", [cat.aliceLaptop, cat.alicePhone]);
+    await sees(ALICE, "SELECT latest_activity ->> 'ip_address' FROM public.clerk_sessions WHERE status = 'active'", [
+      "203.0.113.10",
+    ]);
+    await sees(BOB, "SELECT id FROM public.clerk_sessions ORDER BY id", [cat.bobDesktop]);
+    await sees(BOB, `SELECT id FROM clerk.sessions WHERE user_id = '${alice.id}'`, []);
+    // Carol's stale token matches her session, a tombstone since she was deleted: the view hides it.
+    await sees(CAROL, "SELECT id FROM clerk.sessions WHERE deleted_at IS NOT NULL AND latest_activity IS NULL", [cat.carolTablet]);
+    await sees(CAROL, "SELECT id FROM public.clerk_sessions", []);
+    await sees(STRANGER, "SELECT id FROM public.clerk_sessions", []);
+    await sees(NO_SUB, "SELECT id FROM clerk.sessions", []);
+    await denied(ALICE, "SELECT raw FROM clerk.sessions");
+    await denied(ALICE, `UPDATE clerk.sessions SET status = 'active' WHERE id = '${cat.alicePhone}'`);
+    await denied(ANON, "SELECT id FROM public.clerk_sessions");
+  });
+
+  test("members read their organizations' invitations and domains, and no other organization's", async () => {
+    await sees(ALICE, "SELECT id FROM public.clerk_organization_invitations ORDER BY id", [cat.acmeInvitation, cat.globexInvitation]);
+    await sees(BOB, "SELECT id FROM public.clerk_organization_invitations ORDER BY id", [cat.globexInvitation]);
+    // Bob's membership of Initech was tombstoned with it: Initech's invitation is gone for him too.
+    await sees(BOB, `SELECT id FROM clerk.organization_invitations WHERE organization_id IN ('${acme.id}', '${initech.id}')`, []);
+    await sees(DAVE, "SELECT status FROM public.clerk_organization_invitations", ["accepted"]);
+    await sees(STRANGER, "SELECT id FROM public.clerk_organization_invitations", []);
+    await sees(ALICE, "SELECT name FROM public.clerk_organization_domains ORDER BY name", ["acme.test", "globex.test"]);
+    await sees(BOB, "SELECT name FROM public.clerk_organization_domains ORDER BY name", ["globex.test"]);
+    await sees(BOB, `SELECT name FROM clerk.organization_domains WHERE organization_id = '${acme.id}'`, []);
+    await sees(DAVE, "SELECT name FROM public.clerk_organization_domains", []);
+    await denied(ALICE, "SELECT private_metadata FROM clerk.organization_invitations");
+    await denied(ALICE, "SELECT affiliation_email_address FROM clerk.organization_domains");
+    await denied(ALICE, `DELETE FROM public.clerk_organization_invitations WHERE id = '${cat.acmeInvitation}'`);
+  });
+
+  test("members read the role and permission definitions; the waitlist is for the service role only", async () => {
+    await sees(ALICE, "SELECT key FROM public.clerk_roles", ["org:content_manager"]);
+    await sees(BOB, "SELECT permissions FROM public.clerk_roles", [["org:posts:create"]]);
+    await sees(BOB, "SELECT key FROM public.clerk_permissions", ["org:posts:create"]);
+    // Carol has no live membership any more; the stranger never had one.
+    await sees(CAROL, "SELECT key FROM public.clerk_roles", []);
+    await sees(STRANGER, "SELECT key FROM public.clerk_permissions", []);
+    await denied(ALICE, "SELECT raw FROM clerk.roles");
+    await denied(ALICE, "SELECT id FROM clerk.waitlist_entries");
+    await denied(ANON, "SELECT id FROM clerk.waitlist_entries");
+    await sees(SERVICE, "SELECT email_address FROM clerk.waitlist_entries", ["dave@waitlist.test"]);
+  });
+
+  test("a user reads their own subscription, its items and their payments; members their organization's plan", async () => {
+    await sees(ALICE, "SELECT id FROM public.clerk_subscriptions ORDER BY id", [cat.aliceSubscription, cat.globexSubscription]);
+    await sees(BOB, "SELECT id FROM public.clerk_subscriptions ORDER BY id", [cat.bobSubscription, cat.globexSubscription]);
+    await sees(ALICE, `SELECT id FROM clerk.subscriptions WHERE user_id = '${bob.id}'`, []);
+    await sees(ALICE, "SELECT plan_slug FROM public.clerk_subscription_items ORDER BY plan_slug", ["pro", "team"]);
+    await sees(BOB, "SELECT plan_slug FROM public.clerk_subscription_items ORDER BY plan_slug", ["free", "team"]);
+    await sees(
+      ALICE,
+      "SELECT i.plan_slug FROM public.clerk_subscriptions s JOIN public.clerk_subscription_items i ON i.subscription_id = s.id " +
+        "WHERE s.user_id = auth.jwt() ->> 'sub' AND i.status = 'active'",
+      ["pro"],
+    );
+    // Payment attempts: the paying user's own; an organization's for its admins (Bob), not for
+    // its other members (Alice is an org:member of Globex).
+    await sees(ALICE, "SELECT id FROM public.clerk_payment_attempts ORDER BY id", [cat.alicePayment]);
+    await sees(BOB, "SELECT id FROM public.clerk_payment_attempts ORDER BY id", [cat.bobPayment, cat.globexPayment]);
+    await sees(STRANGER, "SELECT id FROM public.clerk_subscriptions", []);
+    await sees(STRANGER, "SELECT id FROM public.clerk_payment_attempts", []);
+    await sees(CAROL, "SELECT id FROM public.clerk_subscription_items", []);
+    await denied(ALICE, "SELECT raw FROM clerk.subscriptions");
+    await denied(ALICE, "SELECT raw FROM clerk.subscription_items");
+    await denied(ALICE, "SELECT raw FROM clerk.payment_attempts");
+    await denied(ALICE, `UPDATE public.clerk_subscriptions SET status = 'active' WHERE id = '${cat.bobSubscription}'`);
+    await denied(ANON, "SELECT id FROM public.clerk_subscriptions");
+    // "Wait for sync" is server-side: it would tell anyone whether another user's row exists.
+    await denied(ALICE, `SELECT clerk.wait_for('session', '${cat.bobDesktop}', now(), '0 seconds')`);
   });
 
   test("clerk.is_member_of() in an application table's policy", async () => {

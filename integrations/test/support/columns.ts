@@ -10,7 +10,20 @@ export interface DbColumn {
   notNull: boolean;
 }
 
-export const CLERK_TABLES = ["users", "organizations", "organization_memberships"] as const;
+export const CLERK_TABLES = [
+  "users",
+  "organizations",
+  "organization_memberships",
+  "sessions",
+  "organization_invitations",
+  "roles",
+  "permissions",
+  "organization_domains",
+  "waitlist_entries",
+  "subscriptions",
+  "subscription_items",
+  "payment_attempts",
+] as const;
 
 export async function clerkColumns(databaseUrl: string): Promise<DbColumn[]> {
   const client = new pg.Client({ connectionString: databaseUrl });

@@ -54,14 +54,14 @@ pub enum Command {
     Send(SendArgs),
     /// Copy what predates the webhooks from Clerk's Backend API: users, organizations, memberships,
     /// roles, permissions, invitations, domains, the waitlist, sessions and Billing subscriptions.
-    #[command(long_about = BACKFILL_LONG)]
+    #[command(long_about = crate::backfill::kinds::BACKFILL_HELP)]
     Backfill(BackfillArgs),
     /// Follow the change feed: what each event actually changed, once, in order per object.
     #[command(subcommand)]
     Changes(crate::changes::ChangesCommand),
     /// Compare the database with Clerk's Backend API, every kind backfill copies: missing, stale, gone
     /// and orphaned rows (exit 1 on drift); --fix repairs them through the worker's apply path.
-    #[command(long_about = RECONCILE_LONG)]
+    #[command(long_about = crate::backfill::kinds::RECONCILE_HELP)]
     Reconcile(ReconcileArgs),
     /// Search, show and replay the event history (every event the worker received, kept for
     /// worker.event_retention).
@@ -196,17 +196,6 @@ pub struct SendArgs {
     pub list: bool,
 }
 
-/// `clerk-sync backfill --help`.
-const BACKFILL_LONG: &str = "Copy what Clerk's Backend API lists into the tables, through the worker's apply path (a newer \
-                  webhook version wins, a deletion stays), resumable page by page (--restart starts over).\n\n\
-                  Kinds, in this order (default: all): users, organizations, memberships, roles, permissions \
-                  (GET /v1/organization_roles, /v1/organization_permissions), invitations and domains (per \
-                  stored organization), waitlist-entries, subscription-items (GET /v1/billing/subscription_items), \
-                  sessions (GET /v1/sessions?user_id=, one request per stored user), subscriptions (one request \
-                  per stored user and organization). Payment attempts are webhook-only: Clerk's API does not \
-                  list them. Kinds listed per parent read the users and organizations stored here, so backfill \
-                  those first (the default order does).";
-
 #[derive(Args)]
 pub struct BackfillArgs {
     /// Only these kinds (repeat or separate with commas; default: all).
@@ -228,41 +217,6 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub restart: bool,
 }
-
-impl BackfillArgs {
-    /// The kinds named by `--kind` and the three older flags.
-    pub fn selected(&self) -> Vec<crate::backfill::kinds::Kind> {
-        named(&self.kinds, self.users, self.organizations, self.memberships)
-    }
-}
-
-fn named(
-    kinds: &[crate::backfill::kinds::Kind],
-    users: bool,
-    organizations: bool,
-    memberships: bool,
-) -> Vec<crate::backfill::kinds::Kind> {
-    use crate::backfill::kinds::Kind;
-    let mut named = kinds.to_vec();
-    for (flag, kind) in [(users, Kind::Users), (organizations, Kind::Organizations), (memberships, Kind::Memberships)] {
-        if flag && !named.contains(&kind) {
-            named.push(kind);
-        }
-    }
-    named
-}
-
-/// `clerk-sync reconcile --help`.
-const RECONCILE_LONG: &str = "Compare the tables with Clerk's Backend API, kind by kind: missing (in Clerk, not here), \
-                  stale (Clerk's updated_at is newer), gone (alive here, Clerk no longer has it; only for kinds \
-                  Clerk deletes: users, organizations, memberships, roles, permissions, domains) and, for \
-                  memberships, orphaned (its user or organization is deleted here). Exit 1 on drift; --fix \
-                  repairs through the worker's apply path (live webhooks still win when newer) and marks its \
-                  tombstones deleted_by = 'reconcile'.\n\n\
-                  Default kinds: users, organizations, memberships, roles, permissions, invitations and domains \
-                  (per stored organization), waitlist-entries, subscription-items. sessions and subscriptions \
-                  cost one request per stored user (and organization) and run only when named (--kind, or \
-                  --all-kinds). Payment attempts are webhook-only: Clerk's API does not list them.";
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -307,16 +261,6 @@ pub struct ReconcileArgs {
     /// Where --watch serves Prometheus metrics (GET /metrics).
     #[arg(long, default_value = "0.0.0.0:9095", value_name = "ADDR")]
     pub metrics_listen: String,
-}
-
-impl ReconcileArgs {
-    /// The kinds named by `--kind` and the three older flags (`--all-kinds`: every kind).
-    pub fn selected(&self) -> Vec<crate::backfill::kinds::Kind> {
-        if self.all_kinds {
-            return crate::backfill::kinds::Kind::ALL.to_vec();
-        }
-        named(&self.kinds, self.users, self.organizations, self.memberships)
-    }
 }
 
 #[derive(Subcommand)]

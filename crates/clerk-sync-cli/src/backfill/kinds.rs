@@ -1,6 +1,7 @@
 //! Every kind of object `backfill` and `reconcile` read from Clerk's Backend API: where Clerk lists
 //! it (one list for the instance, a list per parent, or one object per parent), its table here,
-//! and the webhook types whose `data` has the object's shape. The one catalogue both commands use.
+//! and the webhook types whose `data` has the object's shape. The one catalogue both commands use,
+//! with the selection of kinds from their flags and the `--help` texts that list the endpoints.
 //!
 //! Payment attempts are not here: Clerk's Backend API has no list of them (they are only sent as
 //! `paymentAttempt.*` webhooks), so they are webhook-only (docs/operations.md).
@@ -207,4 +208,69 @@ pub fn id_and_version(change: &Change) -> Option<(&str, i64)> {
 /// always in [`Kind::ALL`]'s order.
 pub fn select(named: &[Kind], default: impl Fn(Kind) -> bool) -> Vec<Kind> {
     Kind::ALL.into_iter().filter(|k| if named.is_empty() { default(*k) } else { named.contains(k) }).collect()
+}
+
+impl crate::cli::BackfillArgs {
+    /// The kinds named by `--kind` and the three older flags.
+    pub fn selected(&self) -> Vec<Kind> {
+        named(&self.kinds, self.users, self.organizations, self.memberships)
+    }
+}
+
+fn named(kinds: &[Kind], users: bool, organizations: bool, memberships: bool) -> Vec<Kind> {
+    let mut named = kinds.to_vec();
+    for (flag, kind) in [(users, Kind::Users), (organizations, Kind::Organizations), (memberships, Kind::Memberships)] {
+        if flag && !named.contains(&kind) {
+            named.push(kind);
+        }
+    }
+    named
+}
+
+impl crate::cli::ReconcileArgs {
+    /// The kinds named by `--kind` and the three older flags (`--all-kinds`: every kind).
+    pub fn selected(&self) -> Vec<Kind> {
+        if self.all_kinds {
+            return Kind::ALL.to_vec();
+        }
+        named(&self.kinds, self.users, self.organizations, self.memberships)
+    }
+}
+
+/// `clerk-sync backfill --help`.
+pub const BACKFILL_HELP: &str = "Copy what Clerk's Backend API lists into the tables, through the worker's apply path (a newer \
+                  webhook version wins, a deletion stays), resumable page by page (--restart starts over).\n\n\
+                  Kinds, in this order (default: all): users, organizations, memberships, roles, permissions \
+                  (GET /v1/organization_roles, /v1/organization_permissions), invitations and domains (per \
+                  stored organization), waitlist-entries, subscription-items (GET /v1/billing/subscription_items), \
+                  sessions (GET /v1/sessions?user_id=, one request per stored user), subscriptions (one request \
+                  per stored user and organization). Payment attempts are webhook-only: Clerk's API does not \
+                  list them. Kinds listed per parent read the users and organizations stored here, so backfill \
+                  those first (the default order does).";
+
+/// `clerk-sync reconcile --help`.
+pub const RECONCILE_HELP: &str = "Compare the tables with Clerk's Backend API, kind by kind: missing (in Clerk, not here), \
+                  stale (Clerk's updated_at is newer), gone (alive here, Clerk no longer has it; only for kinds \
+                  Clerk deletes: users, organizations, memberships, roles, permissions, domains) and, for \
+                  memberships, orphaned (its user or organization is deleted here). Exit 1 on drift; --fix \
+                  repairs through the worker's apply path (live webhooks still win when newer) and marks its \
+                  tombstones deleted_by = 'reconcile'.\n\n\
+                  Default kinds: users, organizations, memberships, roles, permissions, invitations and domains \
+                  (per stored organization), waitlist-entries, subscription-items. sessions and subscriptions \
+                  cost one request per stored user (and organization) and run only when named (--kind, or \
+                  --all-kinds). Payment attempts are webhook-only: Clerk's API does not list them.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_keeps_the_catalogue_order_and_reconcile_leaves_out_the_per_user_kinds_by_default() {
+        let picked = select(&named(&[Kind::Sessions, Kind::Roles], true, false, false), |_| true);
+        assert_eq!(picked, [Kind::Users, Kind::Roles, Kind::Sessions]);
+        assert_eq!(select(&[], |_| true), Kind::ALL);
+        let default = select(&[], Kind::reconciled_by_default);
+        assert!(!default.contains(&Kind::Sessions) && !default.contains(&Kind::Subscriptions));
+        assert_eq!(default.len(), Kind::ALL.len() - 2);
+    }
 }

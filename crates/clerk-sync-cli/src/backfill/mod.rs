@@ -76,6 +76,16 @@ pub async fn backfill(settings: &Settings, args: &BackfillArgs, out: Output) -> 
 }
 
 async fn run(pool: &PgPool, api: &ClerkApi, kind: Kind, args: &BackfillArgs, out: Output) -> anyhow::Result<Report> {
+    let missing = pager::missing_parents(pool, kind).await?;
+    if !missing.is_empty() {
+        // Not an error (an instance may have no organizations), but usually a wrong order.
+        eprintln!(
+            "{}: no {} stored here to list them under; backfill those first (`--kind {}`)",
+            kind.name(),
+            missing.join(" or "),
+            missing.join(",")
+        );
+    }
     let from = progress::start(pool, kind, args.restart).await?;
     let mut report = Report {
         resource: kind.name(),

@@ -90,6 +90,26 @@ impl<'a> Parents<'a> {
     }
 }
 
+/// For a kind listed per parent, the parents' tables that have no alive row here (a walk of them
+/// reads nothing: their backfill has not run yet).
+pub async fn missing_parents(pool: &PgPool, kind: Kind) -> Result<Vec<&'static str>, sqlx::Error> {
+    let parents: &[Parent] = match kind.source() {
+        Source::List { .. } => &[],
+        Source::PerParent { parent: Parent::Users, .. } => &[Parent::Users],
+        Source::PerParent { parent: Parent::Organizations, .. } => &[Parent::Organizations],
+        Source::OnePerParent { parents, .. } => parents,
+    };
+    let mut missing = Vec::new();
+    for parent in parents {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE deleted_at IS NULL)", parent.table());
+        let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await?;
+        if !any {
+            missing.push(parent.name());
+        }
+    }
+    Ok(missing)
+}
+
 pub struct Pager<'a> {
     api: &'a ClerkApi,
     kind: Kind,

@@ -186,7 +186,7 @@ async fn backfill_fills_each_new_table_resumes_within_a_parent_and_never_overwri
 }
 
 #[tokio::test]
-async fn a_malformed_api_answer_stops_the_backfill_with_a_clear_error_and_a_malformed_object_is_skipped() {
+async fn a_malformed_answer_stops_the_backfill_clearly_a_malformed_object_is_skipped_and_missing_parents_are_named() {
     let db = TestDatabase::create("backfill_malformed").await;
     let pool = db.connect().await;
     db::migrate(&pool).await.unwrap();
@@ -201,6 +201,11 @@ async fn a_malformed_api_answer_stops_the_backfill_with_a_clear_error_and_a_malf
         .with("DATABASE_URL", &db.url)
         .with("CLERK_SECRET_KEY", KEY)
         .with("CLERK_SYNC__CLERK__API_URL", &api_url);
+
+    // Before its parents are stored, a kind listed per parent reads nothing, and says why.
+    let early = env.run(&["backfill", "--kind", "sessions"]).await;
+    assert!(early.status.success(), "{}", stderr(&early));
+    assert!(stderr(&early).contains("sessions: no users stored here"), "{}", stderr(&early));
 
     let out = env.run(&["backfill", "--kind", "roles"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -22,3 +22,4 @@ mod read_only;
 mod reconnects;
 mod tls;
 mod topology;
+mod wait_for;

@@ -1,8 +1,14 @@
 //! The change feed's metrics, on the worker's `/metrics`: whether this worker leads, the last
 //! position given and the last one the relay published (their difference is the relay's lag, in
-//! changes), and the relay's failed rounds.
+//! changes), the relay's failed rounds, and how long the leader's sequencer and relay rounds take
+//! (what a change waits for between its commit and its notification).
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+
+/// Round times from 0.5 ms to about 2 s.
+fn round_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0005, 2.0, 13).unwrap_or_default()
+}
 
 #[derive(Clone)]
 pub struct FeedMetrics {
@@ -10,6 +16,10 @@ pub struct FeedMetrics {
     pub last_position: IntGauge,
     pub relayed_position: IntGauge,
     pub relay_failures: IntCounter,
+    /// Sequencer rounds that positioned changes: the round's transaction, notification included.
+    pub round: Histogram,
+    /// Relay rounds that published changes: reading them, publishing, the confirms, the progress.
+    pub relay_round: Histogram,
 }
 
 impl FeedMetrics {
@@ -31,11 +41,27 @@ impl FeedMetrics {
                 "clerk_sync_worker_feed_relay_failures_total",
                 "Relay rounds that failed (publish or confirm); each is retried from the stored progress.",
             )?,
+            round: Histogram::with_opts(
+                HistogramOpts::new(
+                    "clerk_sync_worker_feed_round_seconds",
+                    "Sequencer rounds that gave positions: the round's whole transaction.",
+                )
+                .buckets(round_buckets()),
+            )?,
+            relay_round: Histogram::with_opts(
+                HistogramOpts::new(
+                    "clerk_sync_worker_feed_relay_round_seconds",
+                    "Relay rounds that published changes: read, publish, confirms, stored progress.",
+                )
+                .buckets(round_buckets()),
+            )?,
         };
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.last_position.clone()))?;
         registry.register(Box::new(m.relayed_position.clone()))?;
         registry.register(Box::new(m.relay_failures.clone()))?;
+        registry.register(Box::new(m.round.clone()))?;
+        registry.register(Box::new(m.relay_round.clone()))?;
         Ok(m)
     }
 }

@@ -1,6 +1,8 @@
 //! The change feed's leader (docs/change-feed.md): one worker at a time, across every worker on
 //! the database, runs the sequencer (gives committed changes their positions, migration 10), the
-//! relay ([`relay`]: publishes them to `<prefix>.changes`) and the feed's retention.
+//! relay ([`relay`]: publishes them to `<prefix>.changes`) and the feed's retention. The
+//! sequencer runs on the locked connection and the relay beside it on a second connection, so a
+//! slow relay round (confirms) never delays a change's position and notification.
 //!
 //! Leadership is a session advisory lock on a connection of its own: whoever holds it leads; the
 //! others try again every `standby_poll`. When the leader dies (SIGKILL, crash, lost network) its
@@ -119,42 +121,56 @@ async fn lead(opts: &FeedOptions, shutdown: &CancellationToken) -> Result<bool, 
     Ok(true)
 }
 
-/// The leader's loop on its locked connection: sequence, relay, prune, until shutdown.
+/// The leader's work until shutdown or a database error: the sequencer (and the retention) on the
+/// locked connection, the relay on a second connection of its own, side by side. Apart, because
+/// a relay round (reading up to `RELAY_ROWS` changes, publishing them, awaiting every confirm)
+/// takes several times a sequencer round: in one loop a change committed during a relay round
+/// waited for its end before it got a position and its notification (`docs/benchmarks.md`, the
+/// change feed's latency). The relay is woken by each round's last position, and polls too.
+/// Either loop's database error ends both (and with them the leadership).
 async fn lead_with(
     opts: &FeedOptions,
     shutdown: &CancellationToken,
     conn: &mut PgConnection,
     relay: &mut relay::Relay,
 ) -> Result<(), sqlx::Error> {
-    let (last, mut relayed): (i64, i64) =
+    let (last, relayed): (i64, i64) =
         sqlx::query_as("SELECT last_position, relayed_position FROM clerk.change_feed_state")
             .fetch_one(&mut *conn)
             .await?;
     opts.metrics.last_position.set(last);
     opts.metrics.relayed_position.set(relayed);
+    let mut relay_conn = PgConnection::connect_with(&opts.pool.connect_options()).await?;
+    let (positioned, woken) = tokio::sync::watch::channel(last);
+    let led = tokio::select! {
+        r = sequence_loop(opts, shutdown, conn, positioned) => r,
+        r = relay_loop(opts, shutdown, &mut relay_conn, relay, relayed, woken) => r,
+    };
+    // Dropped, not closed, if the relay was stopped mid-statement: its session just ends.
+    if led.is_ok() {
+        let _ = relay_conn.close().await;
+    }
+    led
+}
+
+/// Sequencer rounds back to back while there is something to position, every `poll` otherwise;
+/// each round's last position goes to the relay. The retention runs here too (it uses the pool).
+async fn sequence_loop(
+    opts: &FeedOptions,
+    shutdown: &CancellationToken,
+    conn: &mut PgConnection,
+    positioned: tokio::sync::watch::Sender<i64>,
+) -> Result<(), sqlx::Error> {
     let mut last_prune: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let mut busy = false;
-        relay.keep_connected().await;
-        if feed::pending(&mut *conn).await?
-            && let Some(last) = feed::sequence(&mut *conn, ROUND_ROWS).await?
-        {
-            opts.metrics.last_position.set(last);
-            busy = true;
-        }
-        let changes =
-            if relay.ready() { feed::after(&mut *conn, relayed, None, RELAY_ROWS).await? } else { Vec::new() };
-        if let Some(last) = changes.last().map(|c| c.position) {
-            if relay.publish(&changes).await {
-                sqlx::query("UPDATE clerk.change_feed_state SET relayed_position = $1, relayed_at = now()")
-                    .bind(last)
-                    .execute(&mut *conn)
-                    .await?;
-                relayed = last;
-                opts.metrics.relayed_position.set(last);
+        if feed::pending(&mut *conn).await? {
+            let started = Instant::now();
+            if let Some(last) = feed::sequence(&mut *conn, ROUND_ROWS).await? {
+                opts.metrics.round.observe(started.elapsed().as_secs_f64());
+                opts.metrics.last_position.set(last);
+                positioned.send_replace(last);
                 busy = true;
-            } else {
-                opts.metrics.relay_failures.inc();
             }
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
@@ -170,6 +186,50 @@ async fn lead_with(
         if !busy {
             tokio::select! {
                 () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(opts.poll) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Relay rounds from the stored progress: back to back while they publish, else at the next
+/// position the sequencer gives or after `poll` (positions given by another caller of
+/// `clerk.sequence_changes` are found too).
+async fn relay_loop(
+    opts: &FeedOptions,
+    shutdown: &CancellationToken,
+    conn: &mut PgConnection,
+    relay: &mut relay::Relay,
+    mut relayed: i64,
+    mut woken: tokio::sync::watch::Receiver<i64>,
+) -> Result<(), sqlx::Error> {
+    while !shutdown.is_cancelled() {
+        let mut busy = false;
+        relay.keep_connected().await;
+        woken.mark_unchanged();
+        let started = Instant::now();
+        let changes =
+            if relay.ready() { feed::after(&mut *conn, relayed, None, RELAY_ROWS).await? } else { Vec::new() };
+        if let Some(last) = changes.last().map(|c| c.position) {
+            if relay.publish(&changes).await {
+                sqlx::query("UPDATE clerk.change_feed_state SET relayed_position = $1, relayed_at = now()")
+                    .bind(last)
+                    .execute(&mut *conn)
+                    .await?;
+                relayed = last;
+                opts.metrics.relay_round.observe(started.elapsed().as_secs_f64());
+                opts.metrics.relayed_position.set(last);
+                busy = true;
+            } else {
+                opts.metrics.relay_failures.inc();
+            }
+        }
+        if !busy {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                // An error means the sequencer is gone: the select in `lead_with` ends this loop.
+                _ = woken.changed() => {}
                 () = tokio::time::sleep(opts.poll) => {}
             }
         }

@@ -110,9 +110,12 @@ async fn a_nested_organization_waiting_on_the_row_lock_never_overwrites_a_full_v
     nested["members_count"] = json!(1);
     m["organization"] = nested;
     env.publish_event(&svix_id(), &envelope("organizationMembership.created", m, at + 1)).await;
-    wait_until(Duration::from_secs(10), "the worker waits on the row lock", || async {
+    // The worker's own backend, not any connection of the database (the change feed's leader has
+    // sessions of its own); generous, as the worker only starts its batch once it has consumed.
+    wait_until(Duration::from_secs(30), "the worker waits on the row lock", || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND application_name = 'clerk-sync-worker'",
         )
         .fetch_one(&env.pool)
         .await

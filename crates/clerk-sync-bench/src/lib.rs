@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod catalogue_mix;
+pub mod catalogue_objects;
 pub mod corpus;
 pub mod cpu;
 pub mod dbceiling;

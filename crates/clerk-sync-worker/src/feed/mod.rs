@@ -142,11 +142,17 @@ async fn lead_with(
     opts.metrics.relayed_position.set(relayed);
     let mut relay_conn = PgConnection::connect_with(&opts.pool.connect_options()).await?;
     let (positioned, woken) = tokio::sync::watch::channel(last);
-    let led = tokio::select! {
-        r = sequence_loop(opts, shutdown, conn, positioned) => r,
-        r = relay_loop(opts, shutdown, &mut relay_conn, relay, relayed, woken) => r,
+    // An error in either ends the other at once (dropped mid-statement: its connection goes with
+    // it); at shutdown each finishes its round, so the relay stores what it has published.
+    let led = {
+        let sequencer = sequence_loop(opts, shutdown, conn, positioned);
+        let relaying = relay_loop(opts, shutdown, &mut relay_conn, relay, relayed, woken);
+        tokio::pin!(sequencer, relaying);
+        tokio::select! {
+            r = &mut sequencer => match r { Ok(()) => relaying.await, Err(e) => Err(e) },
+            r = &mut relaying => match r { Ok(()) => sequencer.await, Err(e) => Err(e) },
+        }
     };
-    // Dropped, not closed, if the relay was stopped mid-statement: its session just ends.
     if led.is_ok() {
         let _ = relay_conn.close().await;
     }

@@ -2,7 +2,7 @@
 # Runs the clerk-sync processes in the foreground (Ctrl-C stops them all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release
+bin="$(realpath -m "${CARGO_TARGET_DIR:-target}")/release"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 if [ -x "$bin/clerk-sync-worker" ]; then

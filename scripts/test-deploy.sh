@@ -259,13 +259,15 @@ step "6. Grafana dashboard"
 
 # ---------------------------------------------------------------------------------------------------
 step "7. live: configuration, metrics, healthcheck"
-if [ ! -x target/debug/clerk-sync-gateway ] || [ ! -x target/debug/clerk-sync-worker ]; then
+# Cargo's own target directory, also when CARGO_TARGET_DIR moves it.
+BIN=$(cd "$ROOT" && realpath -m "${CARGO_TARGET_DIR:-target}")/debug
+if [ ! -x "$BIN/clerk-sync-gateway" ] || [ ! -x "$BIN/clerk-sync-worker" ]; then
   log "building the gateway and the worker (cargo build --bins)"
   SQLX_OFFLINE=true cargo build --bins -p clerk-sync-gateway -p clerk-sync-worker
 fi
-GATEWAY=$ROOT/target/debug/clerk-sync-gateway
-WORKER=$ROOT/target/debug/clerk-sync-worker
-CLI=$ROOT/target/debug/clerk-sync
+GATEWAY=$BIN/clerk-sync-gateway
+WORKER=$BIN/clerk-sync-worker
+CLI=$BIN/clerk-sync
 SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
 
 # Every setting the ConfigMaps and the compose services pass must be one the binaries know. Run in
@@ -287,7 +289,7 @@ if [ -x "$CLI" ]; then
   CONFIG_COMMANDS+=("$CLI --check-config migrate")
   MIGRATE_COMMAND="$CLI --check-config migrate"
 else
-  log "target/debug/clerk-sync is not built: the migration's configuration is checked with clerk-sync-worker"
+  log "$CLI is not built: the migration's configuration is checked with clerk-sync-worker"
 fi
 for f in "$WORK"/env/k8s-*.env; do
   for cmd in "${CONFIG_COMMANDS[@]}"; do

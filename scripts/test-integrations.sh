@@ -131,20 +131,22 @@ log "tsc: type-checking and compiling the Drizzle schema and the tests"
 rm -rf integrations/dist
 (cd integrations && npx --no-install tsc -p tsconfig.json)
 
-GATEWAY_BIN="$ROOT/target/debug/clerk-sync-gateway"
-WORKER_BIN="$ROOT/target/debug/clerk-sync-worker"
+# Cargo's own target directory, also when CARGO_TARGET_DIR moves it.
+BIN_DIR="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug"
+GATEWAY_BIN="$BIN_DIR/clerk-sync-gateway"
+WORKER_BIN="$BIN_DIR/clerk-sync-worker"
 # `make test` has just built both (cargo test builds the binaries its tests run); build them here
 # when they are missing or older than their sources, so a standalone run never tests stale code.
 stale() {
   [ -x "$1" ] || return 0
-  [ -n "$(find Cargo.toml Cargo.lock migrations crates/clerk-sync-core crates/clerk-sync-gateway \
-    crates/clerk-sync-worker -newer "$1" -type f -print -quit)" ]
+  [ -n "$(find Cargo.toml Cargo.lock migrations crates/clerk-sync-core crates/clerk-sync-store \
+    crates/clerk-sync-gateway crates/clerk-sync-worker -newer "$1" -type f -print -quit)" ]
 }
 if stale "$GATEWAY_BIN" || stale "$WORKER_BIN"; then
   log "building clerk-sync-gateway and clerk-sync-worker (cargo build --bins, debug)"
   cargo build --locked --bins -p clerk-sync-gateway -p clerk-sync-worker
 fi
-[ -x "$GATEWAY_BIN" ] && [ -x "$WORKER_BIN" ] || die "the binaries are missing from target/debug"
+[ -x "$GATEWAY_BIN" ] && [ -x "$WORKER_BIN" ] || die "the binaries are missing from $BIN_DIR"
 
 log "creating database $DB"
 psql_admin -c "CREATE DATABASE \"$DB\""

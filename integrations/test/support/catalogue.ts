@@ -10,10 +10,8 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import pg from "pg";
-
-import { at, ensureScenario, env, waitUntil } from "./scenario.js";
-import { type ClerkEvent, type Delivery, delivery, post } from "./webhooks.js";
+import { at, deliverAll, ensureScenario } from "./scenario.js";
+import { type ClerkEvent, type Delivery, delivery } from "./webhooks.js";
 
 const dir = fileURLToPath(new URL("../../../test/fixtures/catalogue/", import.meta.url));
 
@@ -67,24 +65,5 @@ export const versions = {
  */
 export async function ensureCatalogue(): Promise<void> {
   await ensureScenario();
-  for (const d of catalogueDeliveries) {
-    const res = await post(env.webhookUrl, env.secret, d);
-    if (res.status !== 202 || res.body["status"] !== "queued") {
-      throw new Error(`${d.event.type} ${d.svixId}: gateway answered ${res.status} ${JSON.stringify(res.body)}`);
-    }
-  }
-  const client = new pg.Client({ connectionString: env.databaseUrl });
-  await client.connect();
-  try {
-    const svixIds = catalogueDeliveries.map((d) => d.svixId);
-    await waitUntil("the worker to process every catalogue fixture", async () => {
-      const { rows } = await client.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM clerk.webhook_events WHERE svix_id = ANY($1) AND processed_at IS NOT NULL",
-        [svixIds],
-      );
-      return rows[0]!.n === svixIds.length ? true : undefined;
-    });
-  } finally {
-    await client.end();
-  }
+  await deliverAll(catalogueDeliveries, "catalogue fixture");
 }

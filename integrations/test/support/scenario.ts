@@ -165,11 +165,11 @@ export async function waitUntil<T>(
 }
 
 /**
- * Posts every scenario event to the gateway (each must be answered 202 "queued") and waits until
- * the worker has processed all of them.
+ * Posts `list` to the gateway (each must be answered 202 "queued") and waits until the worker has
+ * processed all of them.
  */
-export async function ensureScenario(): Promise<void> {
-  for (const d of deliveries) {
+export async function deliverAll(list: readonly Delivery[], what: string): Promise<void> {
+  for (const d of list) {
     const res = await post(env.webhookUrl, env.secret, d);
     if (res.status !== 202 || res.body["status"] !== "queued") {
       throw new Error(`${d.event.type} ${d.svixId}: gateway answered ${res.status} ${JSON.stringify(res.body)}`);
@@ -178,8 +178,8 @@ export async function ensureScenario(): Promise<void> {
   const client = new pg.Client({ connectionString: env.databaseUrl });
   await client.connect();
   try {
-    const svixIds = deliveries.map((d) => d.svixId);
-    await waitUntil("the worker to process every scenario event", async () => {
+    const svixIds = list.map((d) => d.svixId);
+    await waitUntil(`the worker to process every ${what}`, async () => {
       const { rows } = await client.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM clerk.webhook_events WHERE svix_id = ANY($1) AND processed_at IS NOT NULL",
         [svixIds],
@@ -189,4 +189,9 @@ export async function ensureScenario(): Promise<void> {
   } finally {
     await client.end();
   }
+}
+
+/** Posts every scenario event and waits until the worker has processed all of them. */
+export async function ensureScenario(): Promise<void> {
+  await deliverAll(deliveries, "scenario event");
 }

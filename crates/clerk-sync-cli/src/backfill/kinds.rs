@@ -2,9 +2,6 @@
 //! it (one list for the instance, a list per parent, or one object per parent), its table here,
 //! and the webhook types whose `data` has the object's shape. The one catalogue both commands use,
 //! with the selection of kinds from their flags and the `--help` texts that list the endpoints.
-//!
-//! Payment attempts are not here: Clerk's Backend API has no list of them (they are only sent as
-//! `paymentAttempt.*` webhooks), so they are webhook-only (docs/operations.md).
 
 use clerk_sync_store::event::Change;
 
@@ -26,6 +23,8 @@ pub enum Kind {
     SubscriptionItems,
     Sessions,
     Subscriptions,
+    #[value(name = "payment-attempts", alias = "payment_attempts")]
+    PaymentAttempts,
 }
 
 /// A parent a listing walks: the alive rows of its table here, in id order.
@@ -62,10 +61,14 @@ pub enum Source {
     PerParent { parent: Parent, path: fn(&str) -> String },
     /// At most one object per parent (a payer's subscription); 404: none.
     OnePerParent { parents: &'static [Parent], path: fn(Parent, &str) -> String },
+    /// A paginated list under each object of another list Clerk has and this project does not
+    /// store (payment attempts under each Billing statement): the parents are read from Clerk,
+    /// `parents` is their list's path and `name` what a saved position calls them.
+    PerListed { name: &'static str, parents: &'static str, path: fn(&str) -> String },
 }
 
 impl Kind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Users,
         Self::Organizations,
         Self::Memberships,
@@ -77,6 +80,7 @@ impl Kind {
         Self::SubscriptionItems,
         Self::Sessions,
         Self::Subscriptions,
+        Self::PaymentAttempts,
     ];
 
     /// The name in reports, `clerk.backfill_progress` and synthetic svix-ids.
@@ -93,6 +97,7 @@ impl Kind {
             Self::SubscriptionItems => "subscription_items",
             Self::Sessions => "sessions",
             Self::Subscriptions => "subscriptions",
+            Self::PaymentAttempts => "payment_attempts",
         }
     }
 
@@ -109,6 +114,7 @@ impl Kind {
             Self::SubscriptionItems => "clerk.subscription_items",
             Self::Sessions => "clerk.sessions",
             Self::Subscriptions => "clerk.subscriptions",
+            Self::PaymentAttempts => "clerk.payment_attempts",
         }
     }
 
@@ -137,13 +143,19 @@ impl Kind {
                 parents: &[Parent::Users, Parent::Organizations],
                 path: |parent, id| format!("/v1/{}/{id}/billing/subscription", parent.name()),
             },
+            // Clerk has no list of every payment attempt: they are listed per statement.
+            Self::PaymentAttempts => Source::PerListed {
+                name: "statements",
+                parents: "/v1/billing/statements",
+                path: |id| format!("/v1/billing/statements/{id}/payment_attempts"),
+            },
         }
     }
 
     /// Clerk Billing: an instance without it may answer 404 for the whole list, which then means
     /// "nothing to copy" rather than an error.
     pub fn is_billing(self) -> bool {
-        matches!(self, Self::SubscriptionItems | Self::Subscriptions)
+        matches!(self, Self::SubscriptionItems | Self::Subscriptions | Self::PaymentAttempts)
     }
 
     /// A webhook type whose `data` has the shape of this kind's objects (every session and
@@ -161,6 +173,7 @@ impl Kind {
             Self::SubscriptionItems => "subscriptionItem.updated",
             Self::Sessions => "session.created",
             Self::Subscriptions => "subscription.updated",
+            Self::PaymentAttempts => "paymentAttempt.updated",
         }
     }
 
@@ -179,10 +192,11 @@ impl Kind {
     }
 
     /// Reconcile's default selection: every kind but those that cost one request per user
-    /// (sessions; subscriptions, also one per organization), which a large instance cannot
-    /// afford every hour within Clerk's rate limits. They run when named.
+    /// (sessions; subscriptions, also one per organization) or per Billing statement (payment
+    /// attempts), which a large instance cannot afford every hour within Clerk's rate limits.
+    /// They run when named.
     pub fn reconciled_by_default(self) -> bool {
-        !matches!(self, Self::Sessions | Self::Subscriptions)
+        !matches!(self, Self::Sessions | Self::Subscriptions | Self::PaymentAttempts)
     }
 }
 
@@ -200,6 +214,7 @@ pub fn id_and_version(change: &Change) -> Option<(&str, i64)> {
         Change::UpsertWaitlistEntry(w) => Some((&w.id, w.updated_at?)),
         Change::UpsertSubscription(s) => Some((&s.id, s.updated_at?)),
         Change::UpsertSubscriptionItem(i) => Some((&i.id, i.updated_at?)),
+        Change::UpsertPaymentAttempt(p) => Some((&p.id, p.updated_at?)),
         _ => None,
     }
 }
@@ -244,9 +259,9 @@ pub const BACKFILL_HELP: &str = "Copy what Clerk's Backend API lists into the ta
                   (GET /v1/organization_roles, /v1/organization_permissions), invitations and domains (per \
                   stored organization), waitlist-entries, subscription-items (GET /v1/billing/subscription_items), \
                   sessions (GET /v1/sessions?user_id=, one request per stored user), subscriptions (one request \
-                  per stored user and organization). Payment attempts are webhook-only: Clerk's API does not \
-                  list them. Kinds listed per parent read the users and organizations stored here, so backfill \
-                  those first (the default order does).";
+                  per stored user and organization), payment-attempts (GET /v1/billing/statements, then \
+                  /v1/billing/statements/<id>/payment_attempts for each). Kinds listed per parent read the users \
+                  and organizations stored here, so backfill those first (the default order does).";
 
 /// `clerk-sync reconcile --help`.
 pub const RECONCILE_HELP: &str = "Compare the tables with Clerk's Backend API, kind by kind: missing (in Clerk, not here), \
@@ -257,8 +272,8 @@ pub const RECONCILE_HELP: &str = "Compare the tables with Clerk's Backend API, k
                   tombstones deleted_by = 'reconcile'.\n\n\
                   Default kinds: users, organizations, memberships, roles, permissions, invitations and domains \
                   (per stored organization), waitlist-entries, subscription-items. sessions and subscriptions \
-                  cost one request per stored user (and organization) and run only when named (--kind, or \
-                  --all-kinds). Payment attempts are webhook-only: Clerk's API does not list them.";
+                  cost one request per stored user (and organization), payment-attempts one per Billing \
+                  statement: they run only when named (--kind, or --all-kinds).";
 
 #[cfg(test)]
 mod tests {
@@ -270,7 +285,9 @@ mod tests {
         assert_eq!(picked, [Kind::Users, Kind::Roles, Kind::Sessions]);
         assert_eq!(select(&[], |_| true), Kind::ALL);
         let default = select(&[], Kind::reconciled_by_default);
-        assert!(!default.contains(&Kind::Sessions) && !default.contains(&Kind::Subscriptions));
-        assert_eq!(default.len(), Kind::ALL.len() - 2);
+        for costly in [Kind::Sessions, Kind::Subscriptions, Kind::PaymentAttempts] {
+            assert!(!default.contains(&costly), "{costly:?}");
+        }
+        assert_eq!(default.len(), Kind::ALL.len() - 3);
     }
 }

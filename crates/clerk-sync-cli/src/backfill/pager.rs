@@ -1,7 +1,9 @@
 //! Walking a kind's [`Source`] page by page, for backfill and reconcile alike: one list, a list
 //! under each parent, or one object per parent. The parents are the alive rows stored here, in id
-//! order (so run backfill's users and organizations first, as the default order does); each page
-//! says where the walk stands after it ([`Position`]), which backfill saves with the page's rows.
+//! order (so run backfill's users and organizations first, as the default order does), or, for a
+//! parent this project does not store (Billing statements), Clerk's own list of them in its order;
+//! each page says where the walk stands after it ([`Position`]), which backfill saves with the
+//! page's rows.
 
 use std::collections::VecDeque;
 
@@ -14,8 +16,12 @@ use super::kinds::{Kind, Parent, Source};
 /// Parent ids read from the database at once.
 const PARENT_PAGE: i64 = 1_000;
 
-/// Where a walk stands: the last parent done (`users:<id>` / `organizations:<id>`; `None`: none
-/// yet, and always for a single list) and the offset within the list being read.
+/// Parents read from a Clerk list at once.
+const LISTED_PAGE: u32 = 100;
+
+/// Where a walk stands: the last parent done (`users:<id>` / `organizations:<id>`; for parents
+/// read from Clerk, how many of its list are done: `statements:<n>`; `None`: none yet, and always
+/// for a single list) and the offset within the list being read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Position {
     pub parent_done: Option<String>,
@@ -90,11 +96,57 @@ impl<'a> Parents<'a> {
     }
 }
 
+/// The objects of a list Clerk has and this project does not store ([`Source::PerListed`]), each
+/// with its index in that list. Resuming by index is safe while the list only grows: a parent
+/// added at its head shifts the rest, so some are read twice (recorded once), none skipped.
+struct Listed<'a> {
+    api: &'a ClerkApi,
+    path: &'static str,
+    /// The index of the next parent to fetch.
+    next: u32,
+    buffer: VecDeque<(u32, String)>,
+    exhausted: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+impl Listed<'_> {
+    async fn next(&mut self) -> anyhow::Result<Option<(u32, String)>> {
+        loop {
+            if let Some(parent) = self.buffer.pop_front() {
+                return Ok(Some(parent));
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            // 404: an instance without Billing has no statements.
+            let fetched = self.api.list_page(self.path, LISTED_PAGE, self.next, false, true).await?;
+            let objects = fetched.map(|f| f.objects).unwrap_or_default();
+            self.exhausted = objects.len() < LISTED_PAGE as usize;
+            for raw in objects {
+                let index = self.next;
+                self.next += 1;
+                let IdOnly { id } = serde_json::from_str(raw.get()).map_err(|e| {
+                    anyhow::anyhow!("unexpected answer from {}: {e} (expected objects with an id)", self.path)
+                })?;
+                if clerk_id(&id) {
+                    self.buffer.push_back((index, id));
+                } else {
+                    tracing::warn!(path = self.path, "skipping a parent whose id Clerk would not issue");
+                }
+            }
+        }
+    }
+}
+
 /// For a kind listed per parent, the parents' tables that have no alive row here (a walk of them
 /// reads nothing: their backfill has not run yet).
 pub async fn missing_parents(pool: &PgPool, kind: Kind) -> Result<Vec<&'static str>, sqlx::Error> {
     let parents: &[Parent] = match kind.source() {
-        Source::List { .. } => &[],
+        Source::List { .. } | Source::PerListed { .. } => &[],
         Source::PerParent { parent: Parent::Users, .. } => &[Parent::Users],
         Source::PerParent { parent: Parent::Organizations, .. } => &[Parent::Organizations],
         Source::OnePerParent { parents, .. } => parents,
@@ -118,13 +170,28 @@ pub struct Pager<'a> {
     parents: Option<Parents<'a>>,
     /// The parent whose list is being read (lists per parent only).
     current: Option<(Parent, String)>,
+    listed: Option<Listed<'a>>,
+    /// The parent read from Clerk whose list is being read, with its index.
+    current_listed: Option<(u32, String)>,
     done: bool,
 }
 
 impl<'a> Pager<'a> {
     pub fn new(pool: &'a PgPool, api: &'a ClerkApi, kind: Kind, page_size: u32, from: Position) -> Self {
+        let listed = match kind.source() {
+            Source::PerListed { name, parents, .. } => {
+                // `<name>:<n>`: the first n are done; anything else starts over.
+                let next = from
+                    .parent_done
+                    .as_deref()
+                    .and_then(|d| d.strip_prefix(name)?.strip_prefix(':')?.parse().ok())
+                    .unwrap_or(0);
+                Some(Listed { api, path: parents, next, buffer: VecDeque::new(), exhausted: false })
+            }
+            _ => None,
+        };
         let parents = match kind.source() {
-            Source::List { .. } => None,
+            Source::List { .. } | Source::PerListed { .. } => None,
             Source::PerParent { parent, .. } => {
                 let parents: &'static [Parent] = match parent {
                     Parent::Users => &[Parent::Users],
@@ -134,7 +201,7 @@ impl<'a> Pager<'a> {
             }
             Source::OnePerParent { parents, .. } => Some(Parents::new(pool, parents, from.parent_done.as_deref())),
         };
-        Self { api, kind, page_size, position: from, parents, current: None, done: false }
+        Self { api, kind, page_size, position: from, parents, current: None, listed, current_listed: None, done: false }
     }
 
     /// The next page, or `None` once the walk is over.
@@ -186,6 +253,25 @@ impl<'a> Pager<'a> {
                 }
                 if asked == 0 {
                     return Ok(None);
+                }
+                Ok(Some(Page { objects, total: None, after: self.position.clone() }))
+            }
+            Source::PerListed { name, path, .. } => {
+                if self.current_listed.is_none() {
+                    let Some(listed) = self.listed.as_mut() else { return Ok(None) };
+                    self.current_listed = listed.next().await?;
+                }
+                let Some((index, id)) = self.current_listed.clone() else {
+                    self.done = true;
+                    return Ok(None);
+                };
+                let fetched = self.api.list_page(&path(&id), self.page_size, self.position.offset, false, true).await?;
+                let objects = fetched.map(|f| f.objects).unwrap_or_default();
+                if objects.len() < self.page_size as usize {
+                    self.position = Position { parent_done: Some(format!("{name}:{}", index + 1)), offset: 0 };
+                    self.current_listed = None;
+                } else {
+                    self.position.offset += u32::try_from(objects.len()).unwrap_or(u32::MAX);
                 }
                 Ok(Some(Page { objects, total: None, after: self.position.clone() }))
             }

@@ -1,7 +1,8 @@
 //! A local fake of Clerk's Backend API with every endpoint backfill and reconcile read (the one
 //! thing tests may fake: Clerk cannot be reached from here), over real HTTP. Lists page with
 //! `limit`/`offset`; the organization, role, permission, waitlist and Billing lists answer
-//! `{"data": [...], "total_count": n}`, users and sessions a bare array, as Clerk does. Its state
+//! `{"data": [...], "total_count": n}`, users and sessions a bare array, as Clerk does. Payment
+//! attempts are listed per Billing statement, as Clerk lists them. Its state
 //! is mutable, so a test can change Clerk between runs; `malformed` makes an endpoint answer a
 //! body of the wrong shape.
 
@@ -27,6 +28,9 @@ pub struct State {
     pub waitlist: Vec<Value>,
     pub subscriptions: Vec<Value>,
     pub subscription_items: Vec<Value>,
+    /// Billing statements (only their ids matter here) and the attempts of each (`statement_id`).
+    pub statements: Vec<Value>,
+    pub payment_attempts: Vec<Value>,
 }
 
 #[derive(Default)]
@@ -112,6 +116,13 @@ async fn api(req: HttpRequest, fake: web::Data<FakeClerk>) -> HttpResponse {
         ["v1", "organization_permissions"] => wrapped(state.permissions.iter().collect()),
         ["v1", "waitlist_entries"] => wrapped(state.waitlist.iter().collect()),
         ["v1", "billing", "subscription_items"] => wrapped(state.subscription_items.iter().collect()),
+        ["v1", "billing", "statements"] => wrapped(state.statements.iter().collect()),
+        ["v1", "billing", "statements", id, "payment_attempts"] => {
+            if !state.statements.iter().any(|s| id_of(s) == *id) {
+                return not_found();
+            }
+            wrapped(state.payment_attempts.iter().filter(|a| a["statement_id"] == *id).collect())
+        }
         _ => not_found(),
     }
 }
@@ -188,10 +199,25 @@ pub fn subscription_item(id: &str, subscription_id: &str, user_id: &str, status:
     })
 }
 
+pub fn statement(id: &str, user_id: &str, updated_at: i64) -> Value {
+    json!({"id": id, "object": "commerce_statement", "payer": payer(Some(user_id), None), "status": "closed",
+           "timestamp": updated_at, "totals": {"grand_total": {"amount": 2000, "currency": "USD"}}})
+}
+
+pub fn payment_attempt(id: &str, statement_id: &str, user_id: &str, status: &str, updated_at: i64) -> Value {
+    json!({
+        "billing_date": updated_at - 1_000, "charge_type": "recurring", "created_at": updated_at - 1_000,
+        "failed_at": null, "id": id, "object": "commerce_payment_attempt",
+        "paid_at": if status == "paid" { Value::from(updated_at) } else { Value::Null },
+        "payer": payer(Some(user_id), None), "payment_id": format!("cpa_{id}"), "statement_id": statement_id,
+        "status": status, "totals": {"grand_total": {"amount": 2000, "currency": "USD"}}, "updated_at": updated_at
+    })
+}
+
 /// A small instance with some of everything at version `t`: 12 users (each with 2 sessions), 5
 /// organizations (each with 2 invitations and 1 domain), 3 roles, 4 permissions, 6 waitlist
-/// entries, a subscription for each of the first 4 users and the first 2 organizations, and 6
-/// subscription items.
+/// entries, a subscription for each of the first 4 users and the first 2 organizations, 6
+/// subscription items, and 4 statements (of the first 4 users) with 3, 2, 0 and 1 payment attempts.
 pub fn instance(t: i64) -> State {
     let users: Vec<Value> =
         (0..12).map(|i| samples::user(&format!("user_{i:02}"), "Clerk", &format!("u{i}@example.com"), t)).collect();
@@ -233,6 +259,11 @@ pub fn instance(t: i64) -> State {
                     t,
                 )
             })
+            .collect(),
+        statements: (0..4).map(|i| statement(&format!("stmt_{i}"), &format!("user_{i:02}"), t)).collect(),
+        payment_attempts: [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 3)]
+            .into_iter()
+            .map(|(i, s)| payment_attempt(&format!("pa_{i}"), &format!("stmt_{s}"), &format!("user_{s:02}"), "paid", t))
             .collect(),
         subscriptions,
         users,

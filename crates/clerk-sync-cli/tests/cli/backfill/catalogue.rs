@@ -1,6 +1,6 @@
 //! `clerk-sync backfill` of the kinds of issue 19 (sessions, invitations, roles, permissions,
-//! domains, the waitlist, subscriptions and their items) against the fake of Clerk's Backend API
-//! in `clerk_api`.
+//! domains, the waitlist, subscriptions, their items and payment attempts) against the fake of
+//! Clerk's Backend API in `clerk_api`.
 
 use actix_web::web;
 use clerk_sync_core::samples;
@@ -115,7 +115,8 @@ async fn backfill_fills_each_new_table_resumes_within_a_parent_and_never_overwri
             "waitlist_entries",
             "subscription_items",
             "sessions",
-            "subscriptions"
+            "subscriptions",
+            "payment_attempts"
         ],
         "the default covers every kind Clerk lists, parents first"
     );
@@ -129,7 +130,7 @@ async fn backfill_fills_each_new_table_resumes_within_a_parent_and_never_overwri
         ("waitlist_entries", 6),
         ("subscriptions", 6),
         ("subscription_items", 6),
-        ("payment_attempts", 0),
+        ("payment_attempts", 6),
     ] {
         assert_eq!(count(&pool, table).await, n, "clerk.{table}");
     }
@@ -170,14 +171,94 @@ async fn backfill_fills_each_new_table_resumes_within_a_parent_and_never_overwri
 
     // Again: every object version is already recorded (the ones the webhooks outdated too), so
     // nothing is written.
-    let again = env.json(&["backfill", "--kind", "sessions,roles,subscriptions"]).await;
-    for (name, n) in [("sessions", 24), ("roles", 3), ("subscriptions", 6)] {
+    let again = env.json(&["backfill", "--kind", "sessions,roles,subscriptions,payment-attempts"]).await;
+    for (name, n) in [("sessions", 24), ("roles", 3), ("subscriptions", 6), ("payment_attempts", 6)] {
         assert_eq!(
             (by_name(&again, name)["written"].as_u64(), by_name(&again, name)["unchanged"].as_u64()),
             (Some(0), Some(n)),
             "{name}: {again}"
         );
     }
+
+    server.stop(true).await;
+    env.cleanup().await;
+    pool.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn payment_attempts_are_read_statement_by_statement_and_a_run_resumes_inside_the_statement_it_stopped_in() {
+    let db = TestDatabase::create("backfill_payments").await;
+    let pool = db.connect().await;
+    db::migrate(&pool).await.unwrap();
+    let fake = web::Data::new(FakeClerk { state: clerk_api::instance(T).into(), ..Default::default() });
+    let (api_url, server) = clerk_api::start(fake.clone()).await;
+    let env = env("backfill_payments")
+        .await
+        .with("DATABASE_URL", &db.url)
+        .with("CLERK_SECRET_KEY", KEY)
+        .with("CLERK_SYNC__CLERK__API_URL", &api_url);
+
+    // A live webhook: pa_4 failed after Clerk's listed version.
+    deliver(
+        &pool,
+        &[(
+            "msg_live_payment",
+            samples::envelope(
+                "paymentAttempt.updated",
+                clerk_api::payment_attempt("pa_4", "stmt_1", "user_01", "failed", T + 60_000),
+                T + 60_000,
+            ),
+        )],
+    )
+    .await;
+
+    // stmt_0's three attempts, then stmt_1's first; its second page fails for good.
+    *fake.broken.lock().unwrap() = Some("/statements/stmt_1/payment_attempts?limit=1&offset=1".to_owned());
+    let failed = env.run(&["backfill", "--kind", "payment-attempts", "--page-size", "1"]).await;
+    assert!(!failed.status.success(), "a permanent API failure stops the run");
+    assert!(!stderr(&failed).contains("panicked"), "{}", stderr(&failed));
+    let saved: (Option<String>, i32) = sqlx::query_as(
+        "SELECT parent_cursor, next_offset FROM clerk.backfill_progress WHERE resource = 'payment_attempts'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(saved, (Some("statements:1".to_owned()), 1), "one statement done, the next one page in");
+    assert_eq!(count(&pool, "payment_attempts").await, 5, "stmt_0's three, stmt_1's first, pa_4 by its webhook");
+
+    *fake.broken.lock().unwrap() = None;
+    fake.requests.lock().unwrap().clear();
+    let report = env.json(&["backfill", "--kind", "payment-attempts", "--page-size", "1"]).await;
+    let requests = fake.requests.lock().unwrap().clone();
+    assert!(
+        requests.first().is_some_and(|(p, o)| p.starts_with("/v1/billing/statements?") && *o == 1),
+        "the statements are read again from the second: {requests:?}"
+    );
+    assert!(
+        requests.get(1).is_some_and(|(p, o)| p.contains("/statements/stmt_1/payment_attempts") && *o == 1),
+        "resumed in stmt_1 at offset 1: {requests:?}"
+    );
+    assert!(!requests.iter().any(|(p, _)| p.contains("stmt_0")), "stmt_0 is not read again: {requests:?}");
+    assert_eq!(report[0]["resumed_after"], "statements:1");
+    assert_eq!(report[0]["kept_newer"], 1, "{report}");
+    assert_eq!(count(&pool, "payment_attempts").await, 6);
+    // id, status, statement, user, amount
+    type Attempt = (String, Option<String>, Option<String>, Option<String>, Option<i64>);
+    let rows: Vec<Attempt> = sqlx::query_as(
+        "SELECT id, status, statement_id, user_id, amount FROM clerk.payment_attempts WHERE id IN ('pa_0', 'pa_4') ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let row = |id: &str, status: &str, statement: &str, user: &str| {
+        (id.to_owned(), Some(status.to_owned()), Some(statement.to_owned()), Some(user.to_owned()), Some(2000))
+    };
+    assert_eq!(
+        rows,
+        [row("pa_0", "paid", "stmt_0", "user_00"), row("pa_4", "failed", "stmt_1", "user_01")],
+        "Clerk's version stored, the newer webhook's kept"
+    );
 
     server.stop(true).await;
     env.cleanup().await;
@@ -212,6 +293,11 @@ async fn a_malformed_answer_stops_the_backfill_clearly_a_malformed_object_is_ski
     let err = stderr(&out);
     assert!(err.contains("unexpected answer from") && err.contains("/v1/organization_roles"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+
+    fake.malformed.lock().unwrap().insert("/v1/billing/statements".to_owned());
+    let out = env.run(&["backfill", "--kind", "payment-attempts"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unexpected answer from") && stderr(&out).contains("/v1/billing/statements"));
 
     let report = env.json(&["backfill", "--kind", "waitlist-entries"]).await;
     assert_eq!((report[0]["written"].as_u64(), report[0]["skipped_invalid"].as_u64()), (Some(5), Some(1)), "{report}");

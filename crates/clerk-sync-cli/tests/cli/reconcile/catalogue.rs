@@ -9,7 +9,7 @@ fn gaps(report: &Value, kinds: &[&str]) -> Value {
     kinds.iter().map(|k| ((*k).to_owned(), report[*k].clone())).collect::<serde_json::Map<_, _>>().into()
 }
 
-const NEW_KINDS: [&str; 8] = [
+const NEW_KINDS: [&str; 9] = [
     "roles",
     "permissions",
     "invitations",
@@ -18,6 +18,7 @@ const NEW_KINDS: [&str; 8] = [
     "subscription_items",
     "sessions",
     "subscriptions",
+    "payment_attempts",
 ];
 
 #[tokio::test]
@@ -64,6 +65,9 @@ async fn reconcile_finds_and_fixes_missing_stale_and_gone_objects_of_each_new_ki
         clerk.sessions.retain(|s| s["id"] != "sess_09");
         clerk.subscriptions.push(clerk_api::subscription("csub_u5", "user_05", "active", T));
         clerk.subscriptions[1] = clerk_api::subscription("csub_u1", "user_01", "past_due", T + 1_000);
+        clerk.payment_attempts.push(clerk_api::payment_attempt("pa_new", "stmt_2", "user_02", "pending", T));
+        clerk.payment_attempts[3] = clerk_api::payment_attempt("pa_3", "stmt_1", "user_01", "failed", T + 1_000);
+        clerk.payment_attempts.retain(|a| a["id"] != "pa_5");
     }
 
     let found = env.run(&["--json", "reconcile", "--all-kinds", "--rate", "500", "--show", "3"]).await;
@@ -80,6 +84,7 @@ async fn reconcile_finds_and_fixes_missing_stale_and_gone_objects_of_each_new_ki
             "subscription_items": {"missing": 1, "stale": 1},
             "sessions": {"missing": 1, "stale": 1},
             "subscriptions": {"missing": 1, "stale": 1},
+            "payment_attempts": {"missing": 1, "stale": 1},
         }),
         "{found}"
     );
@@ -89,7 +94,9 @@ async fn reconcile_finds_and_fixes_missing_stale_and_gone_objects_of_each_new_ki
     // The default leaves out the kinds that cost a request per user.
     let default = env.run(&["--json", "reconcile", "--rate", "500"]).await;
     let default: Value = serde_json::from_slice(&default.stdout).unwrap();
-    assert!(default.get("sessions").is_none() && default.get("subscriptions").is_none(), "{default}");
+    for costly in ["sessions", "subscriptions", "payment_attempts"] {
+        assert!(default.get(costly).is_none(), "{costly}: {default}");
+    }
     assert_eq!(default["roles"]["gone"], 1);
 
     let fixed = env.run(&["reconcile", "--all-kinds", "--fix", "--rate", "500"]).await;
@@ -137,7 +144,12 @@ async fn reconcile_finds_and_fixes_missing_stale_and_gone_objects_of_each_new_ki
         .unwrap();
         assert_eq!(row, (true, Some("reconcile".to_owned()), None), "{table} {id}: tombstoned by the reconcile");
     }
-    for (table, id) in [("waitlist_entries", "wle_5"), ("sessions", "sess_09")] {
+    assert_eq!(text("SELECT status FROM clerk.payment_attempts WHERE id = 'pa_3'").await.as_deref(), Some("failed"));
+    assert_eq!(
+        text("SELECT statement_id FROM clerk.payment_attempts WHERE id = 'pa_new'").await.as_deref(),
+        Some("stmt_2")
+    );
+    for (table, id) in [("waitlist_entries", "wle_5"), ("sessions", "sess_09"), ("payment_attempts", "pa_5")] {
         let alive: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT deleted_at IS NULL AND raw IS NOT NULL FROM clerk.{table} WHERE id = $1"
         )))

@@ -34,7 +34,12 @@ struct Report {
 }
 
 pub async fn replay(settings: &Settings, pool: &PgPool, args: &EventsReplayArgs, out: Output) -> anyhow::Result<()> {
-    let filter = super::filter(&args.selectors);
+    let mut filter = super::filter(&args.selectors);
+    // The workers store this run's replays in the history as they process them, stamped after
+    // this instant: without the bound a later page of a window reaching now would select them
+    // too, and the run would replay its own replays (and then wait for outcomes that never come).
+    let started = chrono::Utc::now();
+    filter.until = Some(filter.until.map_or(started, |until| until.min(started)));
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut conn = pool.acquire().await?;
     let mut report = Report::default();

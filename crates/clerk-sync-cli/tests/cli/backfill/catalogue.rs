@@ -31,6 +31,27 @@ async fn deliver(pool: &sqlx::PgPool, events: &[(&str, Value)]) {
     tx.commit().await.unwrap();
 }
 
+/// Runs a backfill of `resource` (pages of 1) while requests containing `broken` fail for good:
+/// the run must stop cleanly; returns the position it saved (`parent_cursor`, `next_offset`).
+async fn stopped_at(
+    env: &Env,
+    fake: &FakeClerk,
+    pool: &sqlx::PgPool,
+    broken: &str,
+    resource: &str,
+) -> (Option<String>, i32) {
+    *fake.broken.lock().unwrap() = Some(broken.to_owned());
+    let kind = resource.replace('_', "-");
+    let failed = env.run(&["backfill", "--kind", &kind, "--page-size", "1"]).await;
+    assert!(!failed.status.success(), "a permanent API failure stops the run");
+    assert!(!stderr(&failed).contains("panicked"), "{}", stderr(&failed));
+    sqlx::query_as("SELECT parent_cursor, next_offset FROM clerk.backfill_progress WHERE resource = $1")
+        .bind(resource)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 fn by_name<'a>(report: &'a Value, name: &str) -> &'a Value {
     report.as_array().unwrap().iter().find(|r| r["resource"] == name).unwrap_or_else(|| panic!("{name} in {report}"))
 }
@@ -80,15 +101,7 @@ async fn backfill_fills_each_new_table_resumes_within_a_parent_and_never_overwri
     .await;
 
     // Sessions fail for good at user_06's second page: the run stops with what it committed.
-    *fake.broken.lock().unwrap() = Some("user_id=user_06&limit=1&offset=1".to_owned());
-    let failed = env.run(&["backfill", "--kind", "sessions", "--page-size", "1"]).await;
-    assert!(!failed.status.success(), "a permanent API failure stops the run");
-    assert!(!stderr(&failed).contains("panicked"), "{}", stderr(&failed));
-    let saved: (Option<String>, i32) =
-        sqlx::query_as("SELECT parent_cursor, next_offset FROM clerk.backfill_progress WHERE resource = 'sessions'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let saved = stopped_at(&env, &fake, &pool, "user_id=user_06&limit=1&offset=1", "sessions").await;
     assert_eq!(saved, (Some("users:user_05".to_owned()), 1), "user_05 done, user_06 one page in");
     assert_eq!(count(&pool, "sessions").await, 13, "the committed pages stay: 6 users' two sessions and one");
 
@@ -214,16 +227,9 @@ async fn payment_attempts_are_read_statement_by_statement_and_a_run_resumes_insi
     .await;
 
     // stmt_0's three attempts, then stmt_1's first; its second page fails for good.
-    *fake.broken.lock().unwrap() = Some("/statements/stmt_1/payment_attempts?limit=1&offset=1".to_owned());
-    let failed = env.run(&["backfill", "--kind", "payment-attempts", "--page-size", "1"]).await;
-    assert!(!failed.status.success(), "a permanent API failure stops the run");
-    assert!(!stderr(&failed).contains("panicked"), "{}", stderr(&failed));
-    let saved: (Option<String>, i32) = sqlx::query_as(
-        "SELECT parent_cursor, next_offset FROM clerk.backfill_progress WHERE resource = 'payment_attempts'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let saved =
+        stopped_at(&env, &fake, &pool, "/statements/stmt_1/payment_attempts?limit=1&offset=1", "payment_attempts")
+            .await;
     assert_eq!(saved, (Some("statements:1".to_owned()), 1), "one statement done, the next one page in");
     assert_eq!(count(&pool, "payment_attempts").await, 5, "stmt_0's three, stmt_1's first, pa_4 by its webhook");
 

@@ -228,16 +228,11 @@ impl<'a> Pager<'a> {
             }
             Source::PerParent { path, .. } => {
                 let Some((parent, id)) = self.current_parent().await? else { return Ok(None) };
-                let fetched = self.api.list_page(&path(&id), self.page_size, self.position.offset, false, true).await?;
-                let objects = fetched.map(|f| f.objects).unwrap_or_default();
-                if objects.len() < self.page_size as usize {
-                    // This parent is done; the next page starts the next one.
-                    self.position = Position { parent_done: Some(cursor(parent, &id)), offset: 0 };
+                let (page, finished) = self.child_page(&path(&id), cursor(parent, &id)).await?;
+                if finished {
                     self.current = None;
-                } else {
-                    self.position.offset += u32::try_from(objects.len()).unwrap_or(u32::MAX);
                 }
-                Ok(Some(Page { objects, total: None, after: self.position.clone() }))
+                Ok(Some(page))
             }
             Source::OnePerParent { path, .. } => {
                 let mut objects = Vec::new();
@@ -265,17 +260,27 @@ impl<'a> Pager<'a> {
                     self.done = true;
                     return Ok(None);
                 };
-                let fetched = self.api.list_page(&path(&id), self.page_size, self.position.offset, false, true).await?;
-                let objects = fetched.map(|f| f.objects).unwrap_or_default();
-                if objects.len() < self.page_size as usize {
-                    self.position = Position { parent_done: Some(format!("{name}:{}", index + 1)), offset: 0 };
+                let (page, finished) = self.child_page(&path(&id), format!("{name}:{}", index + 1)).await?;
+                if finished {
                     self.current_listed = None;
-                } else {
-                    self.position.offset += u32::try_from(objects.len()).unwrap_or(u32::MAX);
                 }
-                Ok(Some(Page { objects, total: None, after: self.position.clone() }))
+                Ok(Some(page))
             }
         }
+    }
+
+    /// One page of a parent's own list at the saved offset (404: none). A short page ends the
+    /// parent: the position names it `done` and the next page starts the next parent.
+    async fn child_page(&mut self, path: &str, done: String) -> anyhow::Result<(Page, bool)> {
+        let fetched = self.api.list_page(path, self.page_size, self.position.offset, false, true).await?;
+        let objects = fetched.map(|f| f.objects).unwrap_or_default();
+        let finished = objects.len() < self.page_size as usize;
+        if finished {
+            self.position = Position { parent_done: Some(done), offset: 0 };
+        } else {
+            self.position.offset += u32::try_from(objects.len()).unwrap_or(u32::MAX);
+        }
+        Ok((Page { objects, total: None, after: self.position.clone() }, finished))
     }
 
     /// The parent being read, or the next one (`None`: all done).

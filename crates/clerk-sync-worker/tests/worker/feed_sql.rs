@@ -129,3 +129,31 @@ async fn retention_prunes_old_changes_but_keeps_those_the_relay_has_not_publishe
     assert_eq!(feed::last_position(pool).await.unwrap(), 4, "positions are not reused");
     env.cleanup().await;
 }
+
+/// A function that turns a plan type off costs any plan still using it at 10^10, far above
+/// `jit_above_cost`: without `jit = off` every such statement is compiled with LLVM on each call
+/// (tens of ms; migration 21).
+#[tokio::test]
+async fn every_function_that_turns_a_plan_type_off_turns_jit_off_too() {
+    let env = setup("feed_sql_jit").await;
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'clerk'
+           AND EXISTS (SELECT 1 FROM unnest(p.proconfig) AS c WHERE c ~ '^enable_[a-z]+=off$')
+           AND NOT 'jit=off' = ANY (p.proconfig)
+         ORDER BY 1",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert!(missing.is_empty(), "without jit = off: {missing:?}");
+    let pinned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'clerk' AND 'enable_seqscan=off' = ANY (p.proconfig)",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(pinned >= 14, "the apply functions, the lookup and the sequencer are checked: {pinned}");
+    env.cleanup().await;
+}

@@ -45,9 +45,7 @@ pub async fn after<'c>(
 ) -> Result<Vec<Change>, sqlx::Error> {
     sqlx::query_as(
         "SELECT position, resource, object_id, operation, version, changed, svix_id, event_type, committed_at
-         FROM clerk.changes
-         WHERE position > $1 AND ($2::text IS NULL OR resource = $2)
-         ORDER BY position LIMIT $3",
+         FROM clerk.changes_after($1, $2, $3) ORDER BY position",
     )
     .bind(position)
     .bind(resource)

@@ -102,6 +102,7 @@ async fn a_nested_organization_waiting_on_the_row_lock_never_overwrites_a_full_v
     let body = full_event.to_string();
     let parsed = event::parse("msg_full", at, body.as_bytes()).unwrap();
     let mut other = env.pool.begin().await.unwrap();
+    let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *other).await.unwrap();
     apply_batch(&mut other, &[&parsed]).await.unwrap();
 
     // Meanwhile the worker applies a membership whose nested copy has the same updated_at.
@@ -110,13 +111,15 @@ async fn a_nested_organization_waiting_on_the_row_lock_never_overwrites_a_full_v
     nested["members_count"] = json!(1);
     m["organization"] = nested;
     env.publish_event(&svix_id(), &envelope("organizationMembership.created", m, at + 1)).await;
-    // The worker's own backend, not any connection of the database (the change feed's leader has
-    // sessions of its own); generous, as the worker only starts its batch once it has consumed.
+    // A worker backend blocked by that transaction itself, not any session waiting on some lock
+    // (the change feed's leader has sessions of its own); generous, as the worker only starts its
+    // batch once it has consumed, and the broker is slow to start consumers under a loaded suite.
     wait_until(Duration::from_secs(30), "the worker waits on the row lock", || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
-               AND application_name = 'clerk-sync-worker'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'clerk-sync-worker' AND $1 = ANY (pg_blocking_pids(pid))",
         )
+        .bind(other_pid)
         .fetch_one(&env.pool)
         .await
         .unwrap()
@@ -125,7 +128,7 @@ async fn a_nested_organization_waiting_on_the_row_lock_never_overwrites_a_full_v
     .await;
     other.commit().await.unwrap();
     // Both recorded: the other transaction's event and the worker's.
-    env.wait_processed(2, Duration::from_secs(10)).await;
+    env.wait_processed(2, Duration::from_secs(30)).await;
 
     let org = env.row("organizations", "org_lock").await.unwrap();
     assert_eq!(org["name"], "Full Name", "{org}");

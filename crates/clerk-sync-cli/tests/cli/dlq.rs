@@ -184,8 +184,9 @@ async fn replay_streams_a_window_at_a_time_and_moves_every_dead_letter_once_in_o
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Whatever the CLI holds (taken, not yet confirmed in the main queue) is in neither count; with
-    // a window of 200 it never holds more than its prefetch of 400.
+    // Whatever the CLI holds (taken, its copy not yet in the main queue) is in neither count. With
+    // a window of 200 that is at most one consumer's prefetch (400) plus, just after a consumer
+    // is replaced, the previous consumer's copies still awaiting their confirm (the window).
     let mut lowest = u32::MAX;
     while child.try_wait().unwrap().is_none() {
         let (dead, main) = ready_counts(&env).await;
@@ -193,7 +194,7 @@ async fn replay_streams_a_window_at_a_time_and_moves_every_dead_letter_once_in_o
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(lowest >= n as u32 - 400, "the CLI held {} dead letters at once", n as u32 - lowest);
+    assert!(lowest >= n as u32 - (400 + 200), "the CLI held {} dead letters at once", n as u32 - lowest);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((summary["moved"].as_u64(), summary["failed"].as_u64()), (Some(n as u64), Some(0)));
 

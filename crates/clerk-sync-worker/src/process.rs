@@ -13,6 +13,7 @@
 //! tried again with backoff (`SETTLE_BACKOFF`) before it is nacked back to the queue, so a broker
 //! in trouble does not turn it into a tight redelivery loop.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
@@ -46,6 +47,8 @@ pub struct Processor {
     pub give_up: CancellationToken,
     /// `worker.keep_history`: whether events go to `clerk.event_history`.
     pub keep_history: bool,
+    /// Signalled after each commit, for the change feed's sequencer ([`crate::feed::FeedOptions`]).
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 /// A delivery and what parsing made of it.
@@ -242,6 +245,7 @@ impl Processor {
         let mut tx = self.pool.begin().await?;
         let outcomes = db::apply_batch(&mut tx, events).await?;
         tx.commit().await?;
+        self.committed.notify_one();
         Ok(outcomes)
     }
 

@@ -87,6 +87,7 @@ impl Application {
             health,
             give_up: CancellationToken::new(),
             keep_history: w.keep_history,
+            committed: feed.committed.clone(),
         });
 
         let listener = TcpListener::bind(w.admin_listen)

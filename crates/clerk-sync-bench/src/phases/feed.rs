@@ -13,6 +13,11 @@
 //!    `now()`, its start, and the worker's transaction itself takes tens to hundreds of ms under
 //!    load (track_commit_timestamp would give the exact time but needs a server restart). The
 //!    figure from `committed_at` and the transactions' own durations are reported beside it.
+//!    The run starts with a `CHECKPOINT`: the throughput runs before it leave gigabytes of WAL and
+//!    dirty buffers, and the checkpoints they trigger would flush them during this run (their
+//!    sync phases stall WAL flushes, so commits, for up to a second on a small VM). Checkpoints
+//!    that still happen during the run are counted, and the slowest change's time is reported,
+//!    to be matched with the server's `checkpoint starting/complete` log lines.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -223,6 +228,7 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let commits = tokio::spawn(watch_commits(b.env.db_url.clone(), stop.clone()));
+    let checkpoints_before = checkpoint(&b.env.db_url).await;
     let (gw, url) = spawn_gateway(b).await?;
     let mut worker = Service::worker(&b.paths, &b.env, 0)?;
     worker.wait_ready(Duration::from_secs(30)).await?;
@@ -235,6 +241,10 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let commits = commits.await??;
     let rounds = feed_metrics(&worker).await;
+    let checkpoints = match (checkpoints_before, checkpoints(&b.env.db_url).await) {
+        (Some(before), Some(after)) => format!("{} checkpoints during the run", after - before),
+        _ => "checkpoints not counted".to_owned(),
+    };
     b.gateway_rss_kib = b.gateway_rss_kib.max(gw.stop(Duration::from_secs(20)).await);
     b.worker_rss_kib = b.worker_rss_kib.max(worker.stop(Duration::from_secs(20)).await);
     let mut conn = PgConnection::connect(&b.env.db_url).await?;
@@ -266,6 +276,10 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
     let (r50, r99, _) = quantiles(&mut to_round);
     let (d50, d99, _) = quantiles(&mut delivery);
     let mut lags = lags_ms(&from_commit, &notifications);
+    let slowest =
+        lags.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or_else(String::new, |(i, _)| {
+            format!("slowest committed at {}", from_commit[i].1.format("%H:%M:%S%.3f"))
+        });
     let mut lags_start = lags_ms(&from_start, &notifications);
     anyhow::ensure!(!lags.is_empty(), "no change was notified");
     let (p50, p99, max) = quantiles(&mut lags);
@@ -276,7 +290,7 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
          from the writing transaction's start p50 {s50:.1}, p99 {s99:.1}, max {smax:.1}; transaction start to commit \
          p50 {t50:.1}, p99 {t99:.1}, max {tmax:.1}; commit to the positioning round's commit p50 {r50:.1}, \
          p99 {r99:.1}; that round's commit to the notification p50 {d50:.1}, p99 {d99:.1}; {} of {} commits seen by \
-         the poller; sequencer {rounds}",
+         the poller; sequencer {rounds}; {checkpoints}; {slowest}",
         lags.len(),
         from_commit.len(),
         changes.len()
@@ -289,7 +303,8 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
                 "{} changes, {} notifications; from the commit (a poller every {} ms sees it) to the LISTEN arrival: \
                  p50 {p50:.1} ms, max {max:.1} ms; from the writing transaction's start (committed_at): p50 {s50:.1}, \
                  p99 {s99:.1} ms; the transactions themselves p50 {t50:.1}, p99 {t99:.1} ms; commit to its \
-                 sequencer round's commit p50 {r50:.1}, p99 {r99:.1} ms, that to the arrival p50 {d50:.1}, p99 {d99:.1} ms",
+                 sequencer round's commit p50 {r50:.1}, p99 {r99:.1} ms, that to the arrival p50 {d50:.1}, p99 {d99:.1} ms; \
+                 after a CHECKPOINT, {checkpoints}",
                 lags.len(),
                 notifications.len(),
                 COMMIT_POLL.as_millis()
@@ -302,9 +317,39 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
                "from_transaction_start": {"p50_ms": s50, "p99_ms": s99, "max_ms": smax},
                "transaction_ms": {"p50": t50, "p99": t99, "max": tmax},
                "commit_to_round_ms": {"p50": r50, "p99": r99}, "round_to_arrival_ms": {"p50": d50, "p99": d99},
-               "commit_poll_ms": COMMIT_POLL.as_millis() as u64, "sequencer": rounds, "load": load}),
+               "commit_poll_ms": COMMIT_POLL.as_millis() as u64, "sequencer": rounds, "checkpoints": checkpoints,
+               "slowest": slowest, "load": load}),
     );
     truncate(b).await
+}
+
+/// Runs a `CHECKPOINT` and returns the server's checkpoint count after it (`None` if either fails:
+/// the role may lack the right, or the server be older or newer than the statistics view).
+async fn checkpoint(db_url: &str) -> Option<i64> {
+    let mut conn = PgConnection::connect(db_url).await.ok()?;
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(&mut conn).await {
+        eprintln!("feed latency: CHECKPOINT failed ({e}); the run may flush the earlier runs' writes");
+    }
+    let _ = conn.close().await;
+    checkpoints(db_url).await
+}
+
+/// Checkpoints the server has run (timed and requested), from `pg_stat_bgwriter` (PostgreSQL 16
+/// and older) or `pg_stat_checkpointer` (17 and later).
+async fn checkpoints(db_url: &str) -> Option<i64> {
+    let mut conn = PgConnection::connect(db_url).await.ok()?;
+    let mut n = None;
+    for sql in [
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer",
+        "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+    ] {
+        if let Ok(v) = sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await {
+            n = Some(v);
+            break;
+        }
+    }
+    let _ = conn.close().await;
+    n
 }
 
 /// The leader's sequencer rounds, from the worker's metrics: how many and their mean time.

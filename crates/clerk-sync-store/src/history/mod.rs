@@ -80,15 +80,13 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
     if users.is_empty() {
         return Ok(0);
     }
-    let stored: Vec<(DateTime<Utc>, String, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT received_at, svix_id, body FROM clerk.event_history
-         WHERE user_id = ANY ($1) AND scrubbed_at IS NULL AND event_type <> 'user.deleted'
-         ORDER BY received_at, svix_id
-         FOR UPDATE",
-    )
-    .bind(users)
-    .fetch_all(&mut *conn)
-    .await?;
+    // Both statements are functions pinned to index plans (migration 24): sent from here, the
+    // rewrite hash-joined a sequential scan of the day's partition while it had no statistics.
+    let stored: Vec<(DateTime<Utc>, String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT received_at, svix_id, body FROM clerk.history_scrub_candidates($1)")
+            .bind(users)
+            .fetch_all(&mut *conn)
+            .await?;
     if stored.is_empty() {
         return Ok(0);
     }
@@ -101,15 +99,11 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
         .collect();
     let received: Vec<DateTime<Utc>> = stored.iter().map(|(r, _, _)| *r).collect();
     let ids: Vec<&str> = stored.iter().map(|(_, id, _)| id.as_str()).collect();
-    let done = sqlx::query(
-        "UPDATE clerk.event_history AS h SET body = x.body, scrubbed_at = now()
-         FROM UNNEST($1::timestamptz[], $2::text[], $3::bytea[]) AS x(received_at, svix_id, body)
-         WHERE h.received_at = x.received_at AND h.svix_id = x.svix_id",
-    )
-    .bind(&received)
-    .bind(&ids)
-    .bind(&scrubbed)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    let done: i64 = sqlx::query_scalar("SELECT clerk.history_scrub_write($1, $2, $3)")
+        .bind(&received)
+        .bind(&ids)
+        .bind(&scrubbed)
+        .fetch_one(conn)
+        .await?;
+    Ok(u64::try_from(done).unwrap_or_default())
 }

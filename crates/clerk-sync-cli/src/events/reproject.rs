@@ -79,11 +79,16 @@ async fn one(pool: &sqlx::PgPool, resource: Resource, args: &ReprojectArgs) -> a
     let started = Instant::now();
     let types: Vec<&str> =
         catalogue::CATALOGUE.iter().filter(|t| t.handling == Handling::Stored(resource)).map(|t| t.name).collect();
+    let key = match resource {
+        Resource::User => query::ObjectKey::User,
+        Resource::Organization => query::ObjectKey::Organization,
+        _ => query::ObjectKey::Other,
+    };
     let mut report = KindReport { kind: resource.table(), ..Default::default() };
     let mut after = String::new();
     loop {
         let mut conn = pool.acquire().await?;
-        let (ids, stored) = query::objects_page(&mut conn, &types, &after, args.page_size.max(1)).await?;
+        let (ids, stored) = query::objects_page(&mut conn, &types, key, &after, args.page_size.max(1)).await?;
         let Some(last) = ids.last() else { break };
         after = last.clone();
         report.objects += ids.len() as u64;

@@ -82,8 +82,8 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
     }
     // Both statements are functions pinned to index plans (migration 24): sent from here, the
     // rewrite hash-joined a sequential scan of the day's partition while it had no statistics.
-    let stored: Vec<(DateTime<Utc>, String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT received_at, svix_id, body FROM clerk.history_scrub_candidates($1)")
+    let stored: Vec<(DateTime<Utc>, String, String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT received_at, row_id, svix_id, body FROM clerk.history_scrub_candidates($1)")
             .bind(users)
             .fetch_all(&mut *conn)
             .await?;
@@ -92,15 +92,17 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
     }
     let scrubbed: Vec<Option<Vec<u8>>> = stored
         .iter()
-        .map(|(_, _, body)| {
+        .map(|(_, _, _, body)| {
             let body = codec::decode(body.as_deref()?).ok()?;
             scrub::scrub(&body).map(|b| codec::encode(&b))
         })
         .collect();
-    let received: Vec<DateTime<Utc>> = stored.iter().map(|(r, _, _)| *r).collect();
-    let ids: Vec<&str> = stored.iter().map(|(_, id, _)| id.as_str()).collect();
-    let done: i64 = sqlx::query_scalar("SELECT clerk.history_scrub_write($1, $2, $3)")
+    let received: Vec<DateTime<Utc>> = stored.iter().map(|(r, _, _, _)| *r).collect();
+    let rows: Vec<&str> = stored.iter().map(|(_, row, _, _)| row.as_str()).collect();
+    let ids: Vec<&str> = stored.iter().map(|(_, _, id, _)| id.as_str()).collect();
+    let done: i64 = sqlx::query_scalar("SELECT clerk.history_scrub_write($1, $2, $3, $4)")
         .bind(&received)
+        .bind(&rows)
         .bind(&ids)
         .bind(&scrubbed)
         .fetch_one(conn)

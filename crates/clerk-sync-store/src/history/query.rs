@@ -2,8 +2,9 @@
 //! svix-id (`events show`), the same selectors oldest first in keyset pages (`events replay`), and
 //! the events of a resource by object (`reproject`). Only the selectors given become conditions,
 //! so each query can use its index: `(user_id, received_at)`, `(organization_id, received_at)`,
-//! `(event_type, received_at)`, `(svix_id)`, `(object_id)`, and partition pruning on
-//! `received_at` for `--since` / `--until`.
+//! `(event_type, received_at)`, `(object_id)` for objects that are neither a user nor an
+//! organization, and partition pruning on `received_at` for `--since` / `--until`. There is no
+//! svix-id index (migration 24): `show` goes through the deduplication row.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -86,7 +87,18 @@ pub async fn list(conn: &mut PgConnection, filter: &Filter, limit: i64) -> Resul
 
 /// One event with its body.
 pub async fn show(conn: &mut PgConnection, svix_id: &str) -> Result<Option<Stored>, sqlx::Error> {
+    // The deduplication row, written in the same transaction with the same type and received_at,
+    // leads to the stored row by the type index and one partition. Without it (deleted by
+    // retention up to a day before the history's partition is dropped) every partition is read.
+    let key: Option<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT event_type, received_at FROM clerk.webhook_events WHERE svix_id = $1")
+            .bind(svix_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let mut q = select(true);
+    if let Some((event_type, received_at)) = key {
+        q.push(" AND event_type = ").push_bind(event_type).push(" AND received_at = ").push_bind(received_at);
+    }
     q.push(" AND svix_id = ").push_bind(svix_id.to_owned()).push(" ORDER BY received_at LIMIT 1");
     q.build_query_as().fetch_optional(conn).await
 }
@@ -108,28 +120,56 @@ pub async fn page(
     q.build_query_as().fetch_all(conn).await
 }
 
+/// The column that names the objects of a resource's events, so that its index finds them: a
+/// `user.*` event's object is its `user_id`, an `organization.*` event's its `organization_id`,
+/// and only the other objects are in the `object_id` index (migration 24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKey {
+    User,
+    Organization,
+    Other,
+}
+
+impl ObjectKey {
+    fn column(self) -> &'static str {
+        match self {
+            Self::User => "user_id",
+            Self::Organization => "organization_id",
+            Self::Other => "object_id",
+        }
+    }
+
+    /// The condition that names the rows the key's index holds (for `Other`, the partial index's
+    /// own predicate, so the planner can use it).
+    fn holds(self) -> &'static str {
+        match self {
+            Self::User | Self::Organization => "true",
+            Self::Other => "object_id IS DISTINCT FROM user_id AND object_id IS DISTINCT FROM organization_id",
+        }
+    }
+}
+
 /// The next `limit` objects (ids above `after`) that events of `types` wrote, with all their
 /// stored events, oldest first: whole objects, so a page never splits one object's history.
 pub async fn objects_page(
     conn: &mut PgConnection,
     types: &[&str],
+    key: ObjectKey,
     after: &str,
     limit: i64,
 ) -> Result<(Vec<String>, Vec<Stored>), sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT object_id FROM clerk.event_history
-         WHERE object_id > $1 AND event_type = ANY ($2) ORDER BY object_id LIMIT $3",
-    )
-    .bind(after)
-    .bind(types)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    let (column, holds) = (key.column(), key.holds());
+    let mut q = QueryBuilder::new(format!("SELECT DISTINCT {column} FROM clerk.event_history WHERE {column} > "));
+    q.push_bind(after.to_owned()).push(" AND event_type = ANY (");
+    q.push_bind(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+    q.push(format!(") AND {holds} ORDER BY {column} LIMIT ")).push_bind(limit);
+    let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
     if ids.is_empty() {
         return Ok((ids, Vec::new()));
     }
     let mut q = select(true);
-    q.push(" AND object_id = ANY (").push_bind(ids.clone()).push(") AND event_type = ANY (");
+    q.push(format!(" AND {holds} AND {column} = ANY ("));
+    q.push_bind(ids.clone()).push(") AND event_type = ANY (");
     q.push_bind(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
     q.push(") ORDER BY received_at, svix_id");
     let events = q.build_query_as().fetch_all(conn).await?;

@@ -3,7 +3,7 @@
 //!
 //! The rows are written by SQL, not by a worker (that would take minutes): one day per table for
 //! 20 days before yesterday, each table filled, indexed once (a sorted index build is about twice
-//! as fast as maintaining the five indexes row by row) and attached as that day's partition, with
+//! as fast as maintaining the indexes row by row) and attached as that day's partition, with
 //! the parent's own index definitions so that `ATTACH` adopts them instead of building more. Every
 //! row stores the same compressed body, the corpus body of median stored size: `events list` never
 //! reads bodies, but their bytes decide how many rows share a heap page.

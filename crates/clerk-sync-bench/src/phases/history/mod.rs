@@ -46,7 +46,7 @@ pub async fn stored_bytes(b: &mut Bench, raw_mean: f64) -> anyhow::Result<Vec<Ro
     );
     let total_row = Row::new("history bytes per stored event", per(total), "B").note(format!(
         "{rows} events stored by the worker x1 run: partitions with TOAST and indexes / rows; {:.0} B heap + TOAST, \
-         {:.0} B the five indexes",
+         {:.0} B the indexes",
         per(table),
         per(total - table)
     ));

@@ -329,7 +329,7 @@ pub struct EventsReplayArgs {
 
 #[derive(Args)]
 pub struct ReprojectArgs {
-    /// Only this resource (default: all, organizations first).
+    /// Only this resource (default: every stored resource, organizations and users first).
     #[arg(long, value_enum)]
     pub kind: Option<ReprojectKind>,
     /// Objects per transaction.
@@ -348,4 +348,13 @@ pub enum ReprojectKind {
     Users,
     Organizations,
     Memberships,
+    Sessions,
+    Invitations,
+    Roles,
+    Permissions,
+    Domains,
+    WaitlistEntries,
+    Subscriptions,
+    SubscriptionItems,
+    PaymentAttempts,
 }

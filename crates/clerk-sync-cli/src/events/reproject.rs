@@ -35,13 +35,28 @@ struct KindReport {
     seconds: f64,
 }
 
+/// The resources to rebuild, in order. Organizations and users come first: the other resources'
+/// functions read the user and organization rows (a session or a membership of a deleted user is
+/// ended or made a tombstone as it is written), as they do for a late webhook.
 fn resources(kind: Option<ReprojectKind>) -> Vec<Resource> {
-    match kind {
-        None => vec![Resource::Organization, Resource::User, Resource::Membership],
-        Some(ReprojectKind::Organizations) => vec![Resource::Organization],
-        Some(ReprojectKind::Users) => vec![Resource::User],
-        Some(ReprojectKind::Memberships) => vec![Resource::Membership],
-    }
+    let Some(kind) = kind else {
+        let first = [Resource::Organization, Resource::User];
+        return first.into_iter().chain(Resource::ALL.into_iter().filter(|r| !first.contains(r))).collect();
+    };
+    vec![match kind {
+        ReprojectKind::Users => Resource::User,
+        ReprojectKind::Organizations => Resource::Organization,
+        ReprojectKind::Memberships => Resource::Membership,
+        ReprojectKind::Sessions => Resource::Session,
+        ReprojectKind::Invitations => Resource::Invitation,
+        ReprojectKind::Roles => Resource::Role,
+        ReprojectKind::Permissions => Resource::Permission,
+        ReprojectKind::Domains => Resource::Domain,
+        ReprojectKind::WaitlistEntries => Resource::WaitlistEntry,
+        ReprojectKind::Subscriptions => Resource::Subscription,
+        ReprojectKind::SubscriptionItems => Resource::SubscriptionItem,
+        ReprojectKind::PaymentAttempts => Resource::PaymentAttempt,
+    }]
 }
 
 pub async fn reproject(settings: &Settings, args: &ReprojectArgs, out: Output) -> anyhow::Result<()> {

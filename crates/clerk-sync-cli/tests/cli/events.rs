@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use clerk_sync_core::amqp::{self, headers};
-use clerk_sync_core::samples::{envelope, membership, organization, user};
+use clerk_sync_core::samples::{self, envelope, membership, organization, user};
 use clerk_sync_core::settings::{Settings, Sources};
+use clerk_sync_store::catalogue::Resource;
 use clerk_sync_store::db;
 use clerk_sync_testkit::{TestDatabase, amqp_url, wait_until};
 use lapin::BasicProperties;
@@ -177,32 +178,67 @@ async fn reproject_after_truncating_gives_back_the_same_rows() {
         let org = organization(&format!("org_{o}"), &format!("Org {o}"), T + 100);
         events.push(send(format!("msg_o{o}"), envelope("organization.updated", org, T + 100)));
     }
+    // One object of every other stored resource, the Billing ones paid by the user deleted below
+    // (their accounting stays), and a session of that user (ended and scrubbed by the deletion,
+    // and so again when rebuilt from the scrubbed history).
+    for (i, t) in [
+        "session.created",
+        "organizationInvitation.created",
+        "organizationDomain.created",
+        "role.created",
+        "permission.created",
+        "waitlistEntry.created",
+        "subscription.created",
+        "subscriptionItem.created",
+        "paymentAttempt.created",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = samples::sample(t, T + 200).unwrap();
+        if e["data"].get("payer").is_some() {
+            e["data"]["payer"]["user_id"] = json!("user_07");
+        }
+        events.push(send(format!("msg_r{i}"), e));
+    }
+    let mut session = samples::sample("session.created", T + 300).unwrap();
+    session["data"]["id"] = json!("sess_07");
+    session["data"]["user_id"] = json!("user_07");
+    events.push(send("msg_s7".into(), session));
     let deleted = json!({"id": "user_07", "object": "user", "deleted": true});
     events.push(send("msg_d7".into(), envelope("user.deleted", deleted, T + 9_000)));
     for (id, e) in &events {
         h.publish(id, e, now).await;
     }
     h.wait_processed(i64::try_from(events.len()).unwrap()).await;
-    let before = [h.rows("organizations").await, h.rows("users").await, h.rows("organization_memberships").await];
-    assert!(before[1].iter().any(|u| u["id"] == "user_07" && !u["deleted_at"].is_null()));
+    let tables: Vec<&str> = Resource::ALL.iter().map(|r| r.table()).collect();
+    let mut before = Vec::new();
+    for t in &tables {
+        before.push(h.rows(t).await);
+    }
+    assert!(before[0].iter().any(|u| u["id"] == "user_07" && !u["deleted_at"].is_null()));
+    assert!(before.iter().all(|rows| !rows.is_empty()), "every table has a row: {before:?}");
+    let sessions = &before[3];
+    assert!(sessions.iter().any(|s| s["id"] == "sess_07" && s["status"] == "ended"), "{sessions:?}");
+    let items = &before[10];
+    assert!(items[0]["raw"].is_null() && items[0]["plan_id"].is_string(), "the payer's deletion: {items:?}");
 
-    sqlx::query("TRUNCATE clerk.organizations, clerk.users, clerk.organization_memberships")
+    sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE clerk.{}", tables.join(", clerk."))))
         .execute(&h.pool)
         .await
         .unwrap();
     // Pages of 7 objects: each resource is paged by the column that names its objects.
     let report = h.env.json(&["reproject", "--yes", "--page-size", "7"]).await;
-    assert_eq!(report["kinds"].as_array().unwrap().len(), 3, "{report}");
-    let objects: Vec<u64> =
-        report["kinds"].as_array().unwrap().iter().map(|k| k["objects"].as_u64().unwrap()).collect();
-    assert_eq!(objects, [3, 20, 20], "organizations, users, memberships: {report}");
-    let after = [h.rows("organizations").await, h.rows("users").await, h.rows("organization_memberships").await];
-    for (b, a) in before.iter().zip(&after) {
-        assert_eq!(b, a, "the same rows as the live tables");
+    let kinds = report["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), 12, "every stored resource: {report}");
+    let objects: Vec<u64> = kinds.iter().map(|k| k["objects"].as_u64().unwrap()).collect();
+    assert_eq!(objects[..4], [3, 20, 20, 2], "organizations, users, memberships, sessions: {report}");
+    for (t, b) in tables.iter().zip(&before) {
+        assert_eq!(b, &h.rows(t).await, "clerk.{t}: the same rows as the live table");
     }
     // Rewriting rows already there changes nothing either.
     h.env.json(&["reproject", "--kind", "users", "--yes"]).await;
-    assert_eq!(h.rows("users").await, before[1]);
+    assert_eq!(h.rows("users").await, before[0]);
     h.stop().await;
 }
 

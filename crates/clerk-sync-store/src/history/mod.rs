@@ -74,6 +74,15 @@ pub(crate) async fn record(
     .await
 }
 
+/// A stored event to scrub, locked, with its row address (`ctid` as text).
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    received_at: DateTime<Utc>,
+    row_id: String,
+    svix_id: String,
+    body: Option<Vec<u8>>,
+}
+
 /// Scrubs the stored events of `users` (deleted): each body keeps only what a tombstone keeps.
 /// Returns how many bodies changed. The deletion events themselves name only ids: left as they are.
 pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64, sqlx::Error> {
@@ -82,7 +91,7 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
     }
     // Both statements are functions pinned to index plans (migration 24): sent from here, the
     // rewrite hash-joined a sequential scan of the day's partition while it had no statistics.
-    let stored: Vec<(DateTime<Utc>, String, String, Option<Vec<u8>>)> =
+    let stored: Vec<Candidate> =
         sqlx::query_as("SELECT received_at, row_id, svix_id, body FROM clerk.history_scrub_candidates($1)")
             .bind(users)
             .fetch_all(&mut *conn)
@@ -92,14 +101,14 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
     }
     let scrubbed: Vec<Option<Vec<u8>>> = stored
         .iter()
-        .map(|(_, _, _, body)| {
-            let body = codec::decode(body.as_deref()?).ok()?;
+        .map(|c| {
+            let body = codec::decode(c.body.as_deref()?).ok()?;
             scrub::scrub(&body).map(|b| codec::encode(&b))
         })
         .collect();
-    let received: Vec<DateTime<Utc>> = stored.iter().map(|(r, _, _, _)| *r).collect();
-    let rows: Vec<&str> = stored.iter().map(|(_, row, _, _)| row.as_str()).collect();
-    let ids: Vec<&str> = stored.iter().map(|(_, _, id, _)| id.as_str()).collect();
+    let received: Vec<DateTime<Utc>> = stored.iter().map(|c| c.received_at).collect();
+    let rows: Vec<&str> = stored.iter().map(|c| c.row_id.as_str()).collect();
+    let ids: Vec<&str> = stored.iter().map(|c| c.svix_id.as_str()).collect();
     let done: i64 = sqlx::query_scalar("SELECT clerk.history_scrub_write($1, $2, $3, $4)")
         .bind(&received)
         .bind(&rows)

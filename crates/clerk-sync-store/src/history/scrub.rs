@@ -1,8 +1,10 @@
 //! What is left of a stored body once its user is deleted: the envelope's type and times, and of
-//! `data` only what a tombstone keeps (ids, timestamps, flags, role, status); a membership keeps
-//! its organization (the organization's data, not the user's) and of `public_user_data` only
-//! `user_id`. Everything else (names, email addresses, phone numbers, metadata, images, IPs, user
-//! agents) is gone. An allowlist, so a field Clerk adds later is removed too.
+//! `data` only what the synced tables keep of such an object after the deletion (ids, timestamps,
+//! flags, role, status, a session's times, a Billing object's plan, amounts and periods), so that
+//! `reproject` rebuilds the same rows from it; a membership keeps its organization (the
+//! organization's data, not the user's), and of `public_user_data` and `payer` only their ids.
+//! Everything else (names, email addresses, phone numbers, metadata, images, IPs, user agents,
+//! a session's latest activity) is gone. An allowlist, so a field Clerk adds later is removed too.
 
 use serde_json::{Map, Value};
 
@@ -23,7 +25,40 @@ const KEPT_DATA: &[&str] = &[
     "created_at",
     "updated_at",
     "organization",
+    // Sessions and invitations.
+    "last_active_at",
+    "last_active_organization_id",
+    "expire_at",
+    "abandon_at",
+    "expires_at",
+    "inviter_id",
+    // Clerk Billing: the accounting stays when the paying user is deleted.
+    "payer_id",
+    "subscription_id",
+    "latest_payment_id",
+    "payment_source_id",
+    "payment_id",
+    "statement_id",
+    "plan_id",
+    "plan",
+    "interval",
+    "is_free_trial",
+    "charge_type",
+    "totals",
+    "amount",
+    "active_at",
+    "past_due_at",
+    "canceled_at",
+    "ended_at",
+    "period_start",
+    "period_end",
+    "billing_date",
+    "paid_at",
+    "failed_at",
 ];
+/// Of these nested objects only their ids are kept.
+const ID_ONLY: &[(&str, &[&str])] =
+    &[("public_user_data", &["user_id"]), ("payer", &["id", "user_id", "organization_id"])];
 const KEPT_ENVELOPE: &[&str] = &["type", "object", "timestamp", "instance_id"];
 
 fn keep(map: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
@@ -36,8 +71,10 @@ pub fn scrub(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = keep(&envelope, KEPT_ENVELOPE);
     if let Some(Value::Object(data)) = envelope.get("data") {
         let mut kept = keep(data, KEPT_DATA);
-        if let Some(user_id) = data.get("public_user_data").and_then(|p| p.get("user_id")) {
-            kept.insert("public_user_data".into(), serde_json::json!({ "user_id": user_id }));
+        for (field, ids) in ID_ONLY {
+            if let Some(Value::Object(nested)) = data.get(*field) {
+                kept.insert((*field).into(), Value::Object(keep(nested, ids)));
+            }
         }
         out.insert("data".into(), Value::Object(kept));
     }
@@ -51,9 +88,15 @@ mod tests {
 
     #[test]
     fn a_scrubbed_body_keeps_ids_and_versions_and_no_personal_field() {
-        for t in
-            ["user.updated", "organizationMembership.updated", "session.created", "organizationInvitation.accepted"]
-        {
+        for t in [
+            "user.updated",
+            "organizationMembership.updated",
+            "session.created",
+            "organizationInvitation.accepted",
+            "subscription.active",
+            "subscriptionItem.active",
+            "paymentAttempt.updated",
+        ] {
             let body = samples::sample(t, 1_716_883_200_000).unwrap().to_string();
             let scrubbed = String::from_utf8(scrub(body.as_bytes()).unwrap()).unwrap();
             for personal in
@@ -68,8 +111,26 @@ mod tests {
             if let Some(p) = v["data"].get("public_user_data") {
                 assert_eq!(p.as_object().unwrap().len(), 1, "{t}: only user_id");
             }
+            if let Some(p) = v["data"].get("payer") {
+                assert!(p.as_object().unwrap().keys().all(|k| k.ends_with("id")), "{t}: only ids: {p}");
+                assert_eq!(p["user_id"], "user_2sampleUser0000000000");
+            }
             assert_eq!(v["type"], t);
             assert!(v["data"]["id"].is_string() && v["data"]["updated_at"].is_number(), "{t}: {scrubbed}");
+        }
+        // What the tables keep after the deletion stays, so that reproject rebuilds the same rows.
+        let kept = |t: &str| -> Value {
+            let body = samples::sample(t, 1_716_883_200_000).unwrap().to_string();
+            serde_json::from_slice(&scrub(body.as_bytes()).unwrap()).unwrap()
+        };
+        let session = kept("session.created");
+        for field in ["expire_at", "abandon_at", "last_active_at", "client_id", "status"] {
+            assert!(session["data"].get(field).is_some(), "session: {field} lost");
+        }
+        assert!(session["data"].get("latest_activity").is_none(), "a session's latest activity names an IP");
+        let item = kept("subscriptionItem.active");
+        for field in ["plan", "plan_id", "period_start", "period_end", "interval", "status"] {
+            assert!(item["data"].get(field).is_some(), "subscription item: {field} lost: {item}");
         }
         assert_eq!(scrub(b"not json"), None);
     }

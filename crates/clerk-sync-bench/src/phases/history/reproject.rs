@@ -1,6 +1,6 @@
 //! `clerk-sync reproject` of 1,000,000 events: seconds, events per second and the CLI's peak RSS,
-//! after truncating the synced tables (users, organizations and memberships are counted); the rows it rebuilds are counted against the objects
-//! the history names.
+//! after truncating the synced tables; the rows it rebuilds of users, organizations and
+//! memberships are counted against the objects the history names.
 //!
 //! The events are the bench's own workload (parseable, with the ordering guard's real work:
 //! creations, updates, deletions and memberships), repeated with its object ids renamed per round

@@ -94,11 +94,7 @@ async fn one(pool: &sqlx::PgPool, resource: Resource, args: &ReprojectArgs) -> a
     let started = Instant::now();
     let types: Vec<&str> =
         catalogue::CATALOGUE.iter().filter(|t| t.handling == Handling::Stored(resource)).map(|t| t.name).collect();
-    let key = match resource {
-        Resource::User => query::ObjectKey::User,
-        Resource::Organization => query::ObjectKey::Organization,
-        _ => query::ObjectKey::Other,
-    };
+    let key = query::ObjectKey::of(resource);
     let mut report = KindReport { kind: resource.table(), ..Default::default() };
     let mut after = String::new();
     loop {

@@ -83,7 +83,8 @@ struct Candidate {
     body: Option<Vec<u8>>,
 }
 
-/// Scrubs the stored events of `users` (deleted): each body keeps only what a tombstone keeps.
+/// Scrubs the stored events of `users` (deleted): each body keeps only what the tables keep of
+/// its object after the deletion (`scrub`).
 /// Returns how many bodies changed. The deletion events themselves name only ids: left as they are.
 pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64, sqlx::Error> {
     if users.is_empty() {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::codec;
+use crate::catalogue::Resource;
 
 /// What to select; every field given narrows the selection.
 #[derive(Debug, Default, Clone)]
@@ -131,6 +132,15 @@ pub enum ObjectKey {
 }
 
 impl ObjectKey {
+    /// The key of `resource`'s objects, as `Subject::of` stores them.
+    pub fn of(resource: Resource) -> Self {
+        match resource {
+            Resource::User => Self::User,
+            Resource::Organization => Self::Organization,
+            _ => Self::Other,
+        }
+    }
+
     fn column(self) -> &'static str {
         match self {
             Self::User => "user_id",

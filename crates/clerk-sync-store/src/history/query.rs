@@ -169,9 +169,9 @@ pub async fn objects_page(
     limit: i64,
 ) -> Result<(Vec<String>, Vec<Stored>), sqlx::Error> {
     let (column, holds) = (key.column(), key.holds());
+    let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
     let mut q = QueryBuilder::new(format!("SELECT DISTINCT {column} FROM clerk.event_history WHERE {column} > "));
-    q.push_bind(after.to_owned()).push(" AND event_type = ANY (");
-    q.push_bind(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+    q.push_bind(after.to_owned()).push(" AND event_type = ANY (").push_bind(types.clone());
     q.push(format!(") AND {holds} ORDER BY {column} LIMIT ")).push_bind(limit);
     let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
     if ids.is_empty() {
@@ -179,8 +179,7 @@ pub async fn objects_page(
     }
     let mut q = select(true);
     q.push(format!(" AND {holds} AND {column} = ANY ("));
-    q.push_bind(ids.clone()).push(") AND event_type = ANY (");
-    q.push_bind(types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+    q.push_bind(ids.clone()).push(") AND event_type = ANY (").push_bind(types);
     q.push(") ORDER BY received_at, svix_id");
     let events = q.build_query_as().fetch_all(conn).await?;
     Ok((ids, events))

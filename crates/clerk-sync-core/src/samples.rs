@@ -139,6 +139,8 @@ pub fn sample(event_type: &str, ts: i64) -> Option<Value> {
             "created_at": ts - 5_000, "email_address": "invitee@example.com", "expires_at": ts + 2_592_000_000_i64,
             "id": "orginv_2sampleInvitation0000", "inviter_id": "user_2sampleCreator000000000", "object": "organization_invitation",
             "organization_id": org_id, "private_metadata": {}, "public_metadata": {}, "role": "org:member", "role_name": "Member",
+            "public_inviter_data": {"first_name": "Cleo", "last_name": "Creator", "identifier": "cleo@example.com",
+                "has_image": false, "image_url": "https://img.clerk.com/cleo.png", "user_id": "user_2sampleCreator000000000"},
             "status": t.strip_prefix("organizationInvitation.").map(|s| if s == "created" { "pending" } else { s }),
             "updated_at": ts, "url": null, "user_id": if t.ends_with("accepted") { json!(user_id) } else { Value::Null }
         }),

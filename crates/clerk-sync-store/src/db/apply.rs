@@ -12,7 +12,8 @@
 //!    the write decided otherwise (guard refusals) are corrected, in a third round trip only then.
 //! 5. The fresh events that carry a body go to the event history with their outcomes (one more
 //!    round trip), and the users this batch deleted (or already deleted, named by its events) have
-//!    their stored bodies scrubbed.
+//!    their stored bodies scrubbed, with those of the invitations and waitlist entries sent to
+//!    their addresses or by them (looked up before step 3 removes the addresses).
 
 use std::collections::HashSet;
 
@@ -40,6 +41,14 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<Ve
     let plan = if fresh == first { likely } else { Plan::build(batch, &fresh) };
     // The change feed's triggers read the svix-ids of deletions from the transaction (migration 10).
     crate::feed::name_deletions(conn, batch, &fresh).await?;
+    // Read before the tombstones remove the deleted users' addresses. Only with the history on
+    // (the events then carry their bodies).
+    let addressed = if !plan.user_deletes.is_empty() && batch.iter().any(|e| e.body.is_some()) {
+        let deleted: Vec<&str> = plan.user_deletes.keys().copied().collect();
+        Some(history::AddressedObjects::of(conn, batch, &deleted).await?)
+    } else {
+        None
+    };
     let alive = write(conn, &plan).await?;
     let outcomes = outcome::decide_all(batch, &fresh, &plan, Some(&alive));
     let corrections: Vec<(&str, &str)> = (0..batch.len())
@@ -56,6 +65,9 @@ pub async fn apply_batch(conn: &mut PgConnection, batch: &[&Event]) -> Result<Ve
         deleted_users.dedup();
         let users: Vec<&str> = deleted_users.iter().map(String::as_str).collect();
         history::scrub_users(conn, &users).await?;
+    }
+    if let Some(objects) = addressed {
+        objects.scrub(conn).await?;
     }
     Ok(outcomes)
 }

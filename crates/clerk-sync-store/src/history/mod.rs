@@ -1,7 +1,8 @@
 //! The event history (`clerk.event_history`, migration 9): every distinct verified event's body,
 //! compressed (`codec`), with who it is about (`subject`), its times and its outcome, written in
 //! the batch's transaction; a deleted user's bodies scrubbed (`scrub`) in the transaction that
-//! deletes the user; and the queries operators run (`query`).
+//! deletes the user, with those of the invitations and waitlist entries that reach the user by
+//! address or name them as inviter; and the queries operators run (`query`).
 
 pub mod codec;
 pub mod query;
@@ -12,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::db::{Outcome, ms};
-use crate::event::Event;
+use crate::event::{Change, Event};
 pub use subject::Subject;
 
 /// Records the fresh events of a batch that carry a body, with their outcomes. Returns the users
@@ -97,6 +98,94 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
             .bind(users)
             .fetch_all(&mut *conn)
             .await?;
+    rewrite(conn, &stored, scrub::scrub).await
+}
+
+/// The objects a batch's user deletions reach only by address or as inviter, read before the
+/// batch's tombstones remove the addresses; their stored events are scrubbed after the batch is
+/// recorded ([`AddressedObjects::scrub`]).
+#[derive(Debug, Default)]
+pub(crate) struct AddressedObjects {
+    /// Invitations and waitlist entries sent to one of the deleted users' addresses.
+    addressed: Vec<String>,
+    /// Invitations the deleted users sent.
+    sent: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Lookup {
+    addresses: Vec<String>,
+    addressed: Vec<String>,
+    sent: Vec<String>,
+}
+
+impl AddressedObjects {
+    /// Looks up, for the users `deleted` in `batch`, the invitations and waitlist entries stored
+    /// or in the batch that are sent to their addresses, and the invitations they sent.
+    pub(crate) async fn of(conn: &mut PgConnection, batch: &[&Event], deleted: &[&str]) -> Result<Self, sqlx::Error> {
+        // The batch's own versions of those users: a user created and deleted in one batch is
+        // not stored yet.
+        let more: Vec<&str> = batch
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::UpsertUser(u) if deleted.contains(&u.id.as_str()) => u.email_addresses.as_ref(),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|a| a.email_address.as_deref())
+            .collect();
+        let found: Lookup =
+            sqlx::query_as("SELECT addresses, addressed, sent FROM clerk.history_objects_of_deleted_users($1, $2)")
+                .bind(deleted)
+                .bind(&more)
+                .fetch_one(conn)
+                .await?;
+        let Lookup { addresses, mut addressed, mut sent } = found;
+        let to_deleted = |a: &Option<String>| a.as_deref().is_some_and(|a| addresses.contains(&a.to_lowercase()));
+        for e in batch {
+            match &e.change {
+                Change::UpsertInvitation(i) if to_deleted(&i.email_address) => addressed.push(i.id.clone()),
+                Change::UpsertInvitation(i) if i.inviter_id.as_deref().is_some_and(|u| deleted.contains(&u)) => {
+                    sent.push(i.id.clone());
+                }
+                Change::UpsertWaitlistEntry(w) if to_deleted(&w.email_address) => addressed.push(w.id.clone()),
+                _ => {}
+            }
+        }
+        for ids in [&mut addressed, &mut sent] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        Ok(Self { addressed, sent })
+    }
+
+    /// Scrubs the stored events of these objects (the batch's own are recorded by then).
+    pub(crate) async fn scrub(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+        let mut done = 0;
+        // The invitee's address kept for the inviter's deletion goes if the invitee is deleted
+        // too: the full scrub runs last.
+        for (ids, how) in [(&self.sent, scrub::scrub_inviter as fn(&[u8]) -> _), (&self.addressed, scrub::scrub)] {
+            if ids.is_empty() {
+                continue;
+            }
+            let stored: Vec<Candidate> = sqlx::query_as(
+                "SELECT received_at, row_id, svix_id, body FROM clerk.history_scrub_object_candidates($1)",
+            )
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            done += rewrite(conn, &stored, how).await?;
+        }
+        Ok(done)
+    }
+}
+
+/// Writes `how` of each candidate's body over it; returns how many rows changed.
+async fn rewrite(
+    conn: &mut PgConnection,
+    stored: &[Candidate],
+    how: fn(&[u8]) -> Option<Vec<u8>>,
+) -> Result<u64, sqlx::Error> {
     if stored.is_empty() {
         return Ok(0);
     }
@@ -104,7 +193,7 @@ pub async fn scrub_users(conn: &mut PgConnection, users: &[&str]) -> Result<u64,
         .iter()
         .map(|c| {
             let body = codec::decode(c.body.as_deref()?).ok()?;
-            scrub::scrub(&body).map(|b| codec::encode(&b))
+            how(&body).map(|b| codec::encode(&b))
         })
         .collect();
     let received: Vec<DateTime<Utc>> = stored.iter().map(|c| c.received_at).collect();

@@ -67,10 +67,21 @@ fn keep(map: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
 
 /// The scrubbed body, or `None` if `body` is not a JSON object (it is then dropped entirely).
 pub fn scrub(body: &[u8]) -> Option<Vec<u8>> {
+    scrub_keeping(body, &[])
+}
+
+/// An invitation's body once its inviter is deleted: scrubbed, but keeping the invitee's address
+/// (`email_address`), which is not the inviter's data and which its row keeps too.
+pub fn scrub_inviter(body: &[u8]) -> Option<Vec<u8>> {
+    scrub_keeping(body, &["email_address"])
+}
+
+fn scrub_keeping(body: &[u8], also: &[&str]) -> Option<Vec<u8>> {
     let Value::Object(envelope) = serde_json::from_slice::<Value>(body).ok()? else { return None };
     let mut out = keep(&envelope, KEPT_ENVELOPE);
     if let Some(Value::Object(data)) = envelope.get("data") {
         let mut kept = keep(data, KEPT_DATA);
+        kept.extend(keep(data, also));
         for (field, ids) in ID_ONLY {
             if let Some(Value::Object(nested)) = data.get(*field) {
                 kept.insert((*field).into(), Value::Object(keep(nested, ids)));
@@ -133,5 +144,20 @@ mod tests {
             assert!(item["data"].get(field).is_some(), "subscription item: {field} lost: {item}");
         }
         assert_eq!(scrub(b"not json"), None);
+    }
+
+    #[test]
+    fn an_invitation_whose_inviter_is_deleted_keeps_its_invitees_address_and_loses_the_inviters_data() {
+        let body = samples::sample("organizationInvitation.created", 1_716_883_200_000).unwrap();
+        let address = body["data"]["email_address"].as_str().unwrap().to_owned();
+        let inviter = body["data"]["public_inviter_data"].to_string();
+        assert!(inviter.contains("identifier"), "the sample names its inviter: {inviter}");
+        let scrubbed: Value = serde_json::from_slice(&scrub_inviter(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(scrubbed["data"]["email_address"], address.as_str());
+        assert!(scrubbed["data"].get("public_inviter_data").is_none(), "{scrubbed}");
+        assert!(scrubbed.get("event_attributes").is_none(), "the inviter's IP: {scrubbed}");
+        assert_eq!(scrubbed["data"]["inviter_id"], body["data"]["inviter_id"], "ids stay");
+        let full: Value = serde_json::from_slice(&scrub(&serde_json::to_vec(&scrubbed).unwrap()).unwrap()).unwrap();
+        assert!(full["data"].get("email_address").is_none(), "the invitee's own deletion removes it later");
     }
 }

@@ -94,6 +94,65 @@ async fn a_deleted_users_personal_data_is_in_no_stored_body_afterwards() {
     env.cleanup().await;
 }
 
+fn invitation(id: &str, email: &str, inviter: &str) -> serde_json::Value {
+    let mut v = clerk_sync_core::samples::sample("organizationInvitation.created", T).unwrap()["data"].clone();
+    v["id"] = json!(id);
+    v["email_address"] = json!(email);
+    v["inviter_id"] = json!(inviter);
+    v["public_inviter_data"]["user_id"] = json!(inviter);
+    v
+}
+
+#[tokio::test]
+async fn invitations_and_waitlist_entries_that_reach_a_deleted_user_by_address_keep_no_personal_data_in_the_history() {
+    let env = setup("hist-scrub-addr").await;
+    let worker = env.start_worker().await;
+    env.publish_event("msg_a1", &envelope("user.created", user("user_vi", "Vi", "vi@example.com", T), T)).await;
+    let mut sent = invitation("orginv_by_vi", "sol@example.com", "user_vi");
+    sent["public_inviter_data"]["first_name"] = json!("Vi");
+    sent["public_inviter_data"]["identifier"] = json!("vi@example.com");
+    let events = [
+        ("msg_a2", "organizationInvitation.created", invitation("orginv_to_vi", "VI@example.com", "user_ina")),
+        ("msg_a3", "organizationInvitation.created", invitation("orginv_to_old", "old.vi@example.com", "user_ina")),
+        ("msg_a4", "organizationInvitation.created", sent),
+        ("msg_a5", "organizationInvitation.created", invitation("orginv_other", "ursula@example.com", "user_ina")),
+        ("msg_a6", "waitlistEntry.created", {
+            let mut w = clerk_sync_core::samples::sample("waitlistEntry.created", T).unwrap()["data"].clone();
+            w["email_address"] = json!("vi@example.com");
+            w
+        }),
+    ];
+    for (id, t, data) in &events {
+        env.publish_event(id, &envelope(t, data.clone(), T)).await;
+    }
+    env.wait_processed(6, Duration::from_secs(10)).await;
+    assert!(body_of(&env, "msg_a2").await.contains("VI@example.com"), "kept while the user exists");
+    let deletion = envelope("user.deleted", json!({"id": "user_vi", "object": "user", "deleted": true}), T + 5);
+    env.publish_event("msg_a7", &deletion).await;
+    env.wait_processed(7, Duration::from_secs(10)).await;
+
+    for id in ["msg_a2", "msg_a3", "msg_a6"] {
+        let body = body_of(&env, id).await.to_lowercase();
+        assert!(!body.contains("vi@example.com") && !body.contains("203.0.113.7"), "{id}: {body}");
+        assert!(body.contains("\"id\""), "{id}: ids stay: {body}");
+    }
+    let by_vi = body_of(&env, "msg_a4").await;
+    assert!(by_vi.contains("sol@example.com"), "the invitee's address stays, as in its row: {by_vi}");
+    assert!(!by_vi.contains("vi@example.com") && !by_vi.contains("\"Vi\""), "the inviter's data goes: {by_vi}");
+    let other = body_of(&env, "msg_a5").await;
+    assert!(other.contains("ursula@example.com") && other.contains("Cleo"), "another invitee is untouched: {other}");
+    // The invitee of the invitation Vi sent is deleted in turn: their address goes too.
+    env.publish_event("msg_a8", &envelope("user.created", user("user_sol", "Sol", "sol@example.com", T + 6), T + 6))
+        .await;
+    env.wait_processed(8, Duration::from_secs(10)).await;
+    let deletion = envelope("user.deleted", json!({"id": "user_sol", "object": "user", "deleted": true}), T + 7);
+    env.publish_event("msg_a9", &deletion).await;
+    env.wait_processed(9, Duration::from_secs(10)).await;
+    assert!(!body_of(&env, "msg_a4").await.contains("sol@example.com"));
+    worker.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn retention_drops_whole_days_and_keeps_the_recent_ones() {
     // No worker: its own housekeeping would drop the old day before this test looks.

@@ -49,6 +49,8 @@ pub async fn mixed(b: &mut Bench, users_only: Option<f64>) -> anyhow::Result<()>
     b.purge().await?;
     let publish = broker::prefill(&b.env, &b.amqp, &workload.messages, 8, 1024).await?;
     anyhow::ensure!(b.queue_depth().await? as usize == total, "the queue does not hold the {total} messages");
+    // On the same footing as the users-only runs it is compared with.
+    super::feed::checkpoint(&b.env.db_url).await;
     let started = Instant::now();
     let mut worker = Service::worker_with(&b.paths, &b.env, 0, &[])?;
     let (elapsed, failures) = loop {

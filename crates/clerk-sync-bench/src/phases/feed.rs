@@ -325,10 +325,10 @@ async fn latency(b: &mut Bench) -> anyhow::Result<()> {
 
 /// Runs a `CHECKPOINT` and returns the server's checkpoint count after it (`None` if either fails:
 /// the role may lack the right, or the server be older or newer than the statistics view).
-async fn checkpoint(db_url: &str) -> Option<i64> {
+pub(super) async fn checkpoint(db_url: &str) -> Option<i64> {
     let mut conn = PgConnection::connect(db_url).await.ok()?;
     if let Err(e) = sqlx::query("CHECKPOINT").execute(&mut conn).await {
-        eprintln!("feed latency: CHECKPOINT failed ({e}); the run may flush the earlier runs' writes");
+        eprintln!("CHECKPOINT failed ({e}); the run may flush the earlier runs' writes");
     }
     let _ = conn.close().await;
     checkpoints(db_url).await

@@ -335,6 +335,10 @@ pub struct ReprojectArgs {
     /// Objects per transaction.
     #[arg(long, default_value_t = 500)]
     pub page_size: i64,
+    /// Stored events per transaction at most (and in memory at once): an object with more is
+    /// rebuilt over several transactions, with the same result under the ordering guard.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch_events: i64,
     /// Count what would be rewritten, write nothing.
     #[arg(long)]
     pub dry_run: bool,

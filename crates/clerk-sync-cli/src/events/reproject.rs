@@ -99,29 +99,41 @@ async fn one(pool: &sqlx::PgPool, resource: Resource, args: &ReprojectArgs) -> a
     let mut after = String::new();
     loop {
         let mut conn = pool.acquire().await?;
-        let (ids, stored) = query::objects_page(&mut conn, &types, key, &after, args.page_size.max(1)).await?;
+        let ids = query::object_ids(&mut conn, &types, key, &after, args.page_size.max(1)).await?;
         let Some(last) = ids.last() else { break };
         after = last.clone();
         report.objects += ids.len() as u64;
-        report.events += stored.len() as u64;
-        let events: Vec<Event> = stored
-            .iter()
-            .filter_map(|s| {
-                let body = s.body()?;
-                let mut e = event::parse(&s.svix_id, s.received_at.timestamp_millis(), &body).ok()?;
-                e.replay_of = s.replay_of.clone();
-                e.body = None;
-                Some(e)
-            })
-            .collect();
-        report.skipped += (stored.len() - events.len()) as u64;
-        if args.dry_run || events.is_empty() {
-            continue;
+        // Usually one page of events per page of objects; an object with more events than
+        // --batch-events is rebuilt over several transactions, which the ordering guard makes
+        // the same as one: each keeps the newest version, deletions and final statuses stay.
+        let mut cursor = None;
+        loop {
+            let limit = args.batch_events.max(1);
+            let stored = query::events_of(&mut conn, &types, key, &ids, cursor.as_ref(), limit).await?;
+            let Some(last) = stored.last() else { break };
+            cursor = query::EventCursor::after(key, last);
+            report.events += stored.len() as u64;
+            let events: Vec<Event> = stored
+                .iter()
+                .filter_map(|s| {
+                    let body = s.body()?;
+                    let mut e = event::parse(&s.svix_id, s.received_at.timestamp_millis(), &body).ok()?;
+                    e.replay_of = s.replay_of.clone();
+                    e.body = None;
+                    Some(e)
+                })
+                .collect();
+            report.skipped += (stored.len() - events.len()) as u64;
+            if !args.dry_run && !events.is_empty() {
+                let batch: Vec<&Event> = events.iter().collect();
+                let mut tx = pool.begin().await?;
+                report.rows_written += db::reproject_batch(&mut tx, &batch).await? as u64;
+                tx.commit().await?;
+            }
+            if (stored.len() as i64) < limit || cursor.is_none() {
+                break;
+            }
         }
-        let batch: Vec<&Event> = events.iter().collect();
-        let mut tx = pool.begin().await?;
-        report.rows_written += db::reproject_batch(&mut tx, &batch).await? as u64;
-        tx.commit().await?;
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -227,12 +227,14 @@ async fn reproject_after_truncating_gives_back_the_same_rows() {
         .execute(&h.pool)
         .await
         .unwrap();
-    // Pages of 7 objects: each resource is paged by the column that names its objects.
-    let report = h.env.json(&["reproject", "--yes", "--page-size", "7"]).await;
+    // Pages of 7 objects, each resource paged by the column that names its objects, and at most
+    // 2 events per transaction: a user's several events span transactions.
+    let report = h.env.json(&["reproject", "--yes", "--page-size", "7", "--batch-events", "2"]).await;
     let kinds = report["kinds"].as_array().unwrap();
     assert_eq!(kinds.len(), 12, "every stored resource: {report}");
     let objects: Vec<u64> = kinds.iter().map(|k| k["objects"].as_u64().unwrap()).collect();
     assert_eq!(objects[..4], [3, 20, 20, 2], "organizations, users, memberships, sessions: {report}");
+    assert_eq!(kinds[1]["events"], 41, "each user event read once over 21 transactions: {report}");
     for (t, b) in tables.iter().zip(&before) {
         assert_eq!(b, &h.rows(t).await, "clerk.{t}: the same rows as the live table");
     }

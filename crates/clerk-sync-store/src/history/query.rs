@@ -159,30 +159,65 @@ impl ObjectKey {
     }
 }
 
-/// The next `limit` objects (ids above `after`) that events of `types` wrote, with all their
-/// stored events, oldest first: whole objects, so a page never splits one object's history.
-pub async fn objects_page(
+/// The next `limit` objects (ids above `after`) that events of `types` wrote, in id order.
+pub async fn object_ids(
     conn: &mut PgConnection,
     types: &[&str],
     key: ObjectKey,
     after: &str,
     limit: i64,
-) -> Result<(Vec<String>, Vec<Stored>), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let (column, holds) = (key.column(), key.holds());
     let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
     let mut q = QueryBuilder::new(format!("SELECT DISTINCT {column} FROM clerk.event_history WHERE {column} > "));
-    q.push_bind(after.to_owned()).push(" AND event_type = ANY (").push_bind(types.clone());
+    q.push_bind(after.to_owned()).push(" AND event_type = ANY (").push_bind(types);
     q.push(format!(") AND {holds} ORDER BY {column} LIMIT ")).push_bind(limit);
-    let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
-    if ids.is_empty() {
-        return Ok((ids, Vec::new()));
+    q.build_query_scalar().fetch_all(conn).await
+}
+
+/// Where a page of [`events_of`] ended: the object, then the event's `(received_at, svix_id)`.
+#[derive(Debug, Clone)]
+pub struct EventCursor {
+    object: String,
+    received_at: DateTime<Utc>,
+    svix_id: String,
+}
+
+impl EventCursor {
+    /// The cursor just past `last`, the last event of a page read with `key`.
+    pub fn after(key: ObjectKey, last: &Stored) -> Option<Self> {
+        let object = match key {
+            ObjectKey::User => last.user_id.clone(),
+            ObjectKey::Organization => last.organization_id.clone(),
+            ObjectKey::Other => last.object_id.clone(),
+        }?;
+        Some(Self { object, received_at: last.received_at, svix_id: last.svix_id.clone() })
     }
+}
+
+/// Up to `limit` stored events of `types` about the objects `ids`, after `cursor`, by object and
+/// then oldest first. An object with more events than `limit` spans several pages, so that the
+/// memory a page takes is bounded by events, not by how many one object has.
+pub async fn events_of(
+    conn: &mut PgConnection,
+    types: &[&str],
+    key: ObjectKey,
+    ids: &[String],
+    cursor: Option<&EventCursor>,
+    limit: i64,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let (column, holds) = (key.column(), key.holds());
+    let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
     let mut q = select(true);
     q.push(format!(" AND {holds} AND {column} = ANY ("));
-    q.push_bind(ids.clone()).push(") AND event_type = ANY (").push_bind(types);
-    q.push(") ORDER BY received_at, svix_id");
-    let events = q.build_query_as().fetch_all(conn).await?;
-    Ok((ids, events))
+    q.push_bind(ids.to_vec()).push(") AND event_type = ANY (").push_bind(types).push(")");
+    if let Some(c) = cursor {
+        q.push(format!(" AND ({column}, received_at, svix_id) > ("));
+        q.push_bind(c.object.clone()).push(", ").push_bind(c.received_at).push(", ").push_bind(c.svix_id.clone());
+        q.push(")");
+    }
+    q.push(format!(" ORDER BY {column}, received_at, svix_id LIMIT ")).push_bind(limit);
+    q.build_query_as().fetch_all(conn).await
 }
 
 /// Rows and bytes of the history (Postgres' estimate of rows, exact bytes), for the metrics.

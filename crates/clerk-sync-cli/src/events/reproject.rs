@@ -5,8 +5,9 @@
 //! would miss the webhooks that arrive while it is built (or need them written twice), a swap takes
 //! an exclusive lock readers queue behind, and the application's grants, views and RLS policies
 //! (integrations/) name the tables themselves. In place, readers see the table they had until each
-//! page's transaction commits its objects; the events of a page are whole objects (their whole
-//! history), reduced to each object's newest version as the worker would, and written with
+//! page's transaction commits its objects; a page's events are its objects' history (at most
+//! `--batch-events` of them, so an object with more spans transactions, each keeping the newest
+//! version), reduced to each object's newest version as the worker would, and written with
 //! `clerk.reproject` on, so a version equal to the stored one is written again (filling a new
 //! column) while an older one never overwrites a newer one: a live webhook that raced ahead wins.
 //! Deletions are replayed too, so a deleted object stays deleted. A user's scrubbed events

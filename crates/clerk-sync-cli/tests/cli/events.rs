@@ -245,6 +245,25 @@ async fn reproject_after_truncating_gives_back_the_same_rows() {
 }
 
 #[tokio::test]
+async fn a_webhook_that_commits_after_reproject_read_its_page_keeps_its_newer_version() {
+    let h = history("ev-reproj-live").await;
+    let now = amqp::now_ms();
+    let older = envelope("user.updated", user("user_l", "Older", "l@x.io", T + 1), T + 1);
+    h.publish("msg_l1", &envelope("user.created", user("user_l", "Old", "l@x.io", T), T), now).await;
+    h.publish("msg_l2", &older, now).await;
+    let newer = envelope("user.updated", user("user_l", "Newer", "l@x.io", T + 5_000), T + 5_000);
+    h.publish("msg_l3", &newer, now).await;
+    h.wait_processed(3).await;
+    // As if msg_l3 had committed after reproject read the history: only the table has it.
+    sqlx::query("DELETE FROM clerk.event_history WHERE svix_id = 'msg_l3'").execute(&h.pool).await.unwrap();
+    let report = h.env.json(&["reproject", "--kind", "users", "--yes"]).await;
+    assert_eq!(report["kinds"][0]["events"], 2, "{report}");
+    let rows = h.rows("users").await;
+    assert_eq!(rows[0]["first_name"], "Newer", "the older history never overwrites the live row: {rows:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn purge_by_user_deletes_only_the_dead_letters_about_that_user() {
     let env = env("dlq-user").await;
     env.dead_letter("msg_user", "user.updated", "invalid_payload", amqp::now_ms()).await;

@@ -183,7 +183,7 @@ pub async fn workers(b: &mut Bench) -> anyhow::Result<()> {
         let at = at.unwrap_or(b.rows.len());
         b.rows.splice(at..at, x1);
     }
-    if let (Some(_), Some(_)) = (history_on, history::mean(&off_rates)) {
+    if history_on.is_some() && !off_rates.is_empty() {
         b.rows.push(history::on_off_row(&on_rates, &off_rates, history_errors));
     }
     b.rows.extend(history_rows);

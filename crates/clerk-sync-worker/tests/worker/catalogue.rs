@@ -180,7 +180,13 @@ async fn hostile_payloads_of_the_new_types_are_dead_lettered_with_their_reason_a
     env.cleanup().await;
 }
 
-fn invitation(id: &str, email: &str, status: &str, user_id: Option<&str>, updated_at: i64) -> serde_json::Value {
+pub(crate) fn invitation(
+    id: &str,
+    email: &str,
+    status: &str,
+    user_id: Option<&str>,
+    updated_at: i64,
+) -> serde_json::Value {
     let mut v = clerk_sync_core::samples::sample("organizationInvitation.created", updated_at).unwrap()["data"].clone();
     v["id"] = json!(id);
     v["email_address"] = json!(email);

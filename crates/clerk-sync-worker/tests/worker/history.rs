@@ -94,10 +94,9 @@ async fn a_deleted_users_personal_data_is_in_no_stored_body_afterwards() {
     env.cleanup().await;
 }
 
+/// A pending invitation to `email` sent by `inviter`.
 fn invitation(id: &str, email: &str, inviter: &str) -> serde_json::Value {
-    let mut v = clerk_sync_core::samples::sample("organizationInvitation.created", T).unwrap()["data"].clone();
-    v["id"] = json!(id);
-    v["email_address"] = json!(email);
+    let mut v = crate::catalogue::invitation(id, email, "pending", None, T);
     v["inviter_id"] = json!(inviter);
     v["public_inviter_data"]["user_id"] = json!(inviter);
     v
